@@ -1,0 +1,116 @@
+#include "server/core/batcher.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace dytserve {
+
+Batcher::Batcher(Options options, BatchFn run_batch)
+    : options_(std::move(options)), run_batch_(std::move(run_batch)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Batcher::~Batcher() { Shutdown(); }
+
+absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task) {
+  const int64_t rows = (*task)->rows();
+  if (rows < 1 || rows > std::max<int64_t>(options_.max_batch_size, 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task of ", rows, " rows does not fit max_batch_size ", options_.max_batch_size));
+  }
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the model is shutting down");
+  if (options_.max_queue_size > 0 && queue_.size() >= options_.max_queue_size) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("queue is full (max_queue_size ", options_.max_queue_size, ")"));
+  }
+  queued_rows_ += rows;
+  queue_.push_back(std::move(*task));
+  enqueued_at_.push_back(absl::Now());
+  return absl::OkStatus();
+}
+
+int64_t Batcher::load() const {
+  absl::MutexLock lock(&mu_);
+  return queued_rows_ + running_rows_;
+}
+
+size_t Batcher::queue_depth() const {
+  absl::MutexLock lock(&mu_);
+  return queue_.size();
+}
+
+bool Batcher::BatchReady() const {
+  if (stopping_) return true;
+  if (queue_.empty()) return false;
+  if (queued_rows_ >= options_.max_batch_size) return true;
+  const auto& preferred = options_.preferred_batch_sizes;
+  if (std::find(preferred.begin(), preferred.end(), queued_rows_) != preferred.end()) return true;
+  return absl::Now() >= enqueued_at_.front() + options_.max_queue_delay;
+}
+
+void Batcher::Loop() {
+  for (;;) {
+    Batch batch;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->stopping_ || !b->queue_.empty(); },
+          this));
+      if (stopping_) return;
+      // Wait for the batch to fill, but never past the oldest task's delay.
+      const absl::Time flush_at = enqueued_at_.front() + options_.max_queue_delay;
+      mu_.AwaitWithDeadline(
+          absl::Condition(+[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->BatchReady(); }, this),
+          flush_at);
+      if (stopping_) return;
+      int64_t rows = 0;
+      while (!queue_.empty() &&
+             (batch.empty() || rows + queue_.front()->rows() <= options_.max_batch_size)) {
+        rows += queue_.front()->rows();
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+        enqueued_at_.pop_front();
+      }
+      queued_rows_ -= rows;
+      running_rows_ = rows;
+    }
+
+    // Drop what can no longer be answered usefully before spending compute on it.
+    const absl::Time now = absl::Now();
+    Batch live;
+    for (std::unique_ptr<BatchTask>& task : batch) {
+      if (task->IsCancelled()) {
+        task->Complete(absl::CancelledError("the call was cancelled while queued"));
+      } else if (task->deadline() <= now) {
+        task->Complete(absl::DeadlineExceededError("the deadline passed while the request was queued"));
+      } else {
+        live.push_back(std::move(task));
+      }
+    }
+    if (!live.empty()) run_batch_(std::move(live));
+    absl::MutexLock lock(&mu_);
+    running_rows_ = 0;
+  }
+}
+
+void Batcher::Shutdown() {
+  std::deque<std::unique_ptr<BatchTask>> orphans;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+    orphans.swap(queue_);
+    enqueued_at_.clear();
+    queued_rows_ = 0;
+  }
+  for (std::unique_ptr<BatchTask>& task : orphans) {
+    task->Complete(absl::UnavailableError("the server is shutting down"));
+  }
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+}
+
+}  // namespace dytserve

@@ -1,0 +1,93 @@
+// Dynamic batcher: one queue and one batch thread per model instance.
+//
+// Contract (after TF Serving's BatchScheduler):
+// - Schedule() never blocks. It takes ownership of the task only when it
+//   returns OK; on an error the caller still owns the task and answers the
+//   call itself.
+// - Every task that was taken is completed exactly once: handed to the batch
+//   function inside a batch (which must complete it), or completed here with
+//   DEADLINE_EXCEEDED, CANCELLED or, at shutdown, UNAVAILABLE.
+// - A batch goes out when its rows reach max_batch_size or a preferred size,
+//   when the oldest queued task has waited max_queue_delay, or at once when
+//   the delay is zero. Rows, not tasks, count toward the size.
+#ifndef DYTSERVE_SERVER_CORE_BATCHER_H_
+#define DYTSERVE_SERVER_CORE_BATCHER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace dytserve {
+
+class BatchTask {
+ public:
+  virtual ~BatchTask() = default;
+  // Rows this task adds to a batch; at least 1.
+  virtual int64_t rows() const = 0;
+  virtual absl::Time deadline() const = 0;
+  virtual bool IsCancelled() const = 0;
+  // Called exactly once, on whichever thread finishes the task.
+  virtual void Complete(absl::Status status) = 0;
+};
+
+class Batcher {
+ public:
+  struct Options {
+    // Rows per batch; 1 sends every task alone.
+    int64_t max_batch_size = 1;
+    std::vector<int64_t> preferred_batch_sizes;
+    absl::Duration max_queue_delay = absl::ZeroDuration();
+    // Tasks waiting; 0 means unbounded.
+    size_t max_queue_size = 0;
+  };
+  using Batch = std::vector<std::unique_ptr<BatchTask>>;
+  // Runs on the batch thread; must complete every task it is given.
+  using BatchFn = std::function<void(Batch batch)>;
+
+  Batcher(Options options, BatchFn run_batch);
+  ~Batcher();  // Shutdown().
+
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // On OK, *task is moved from. RESOURCE_EXHAUSTED when the queue is full,
+  // UNAVAILABLE after Shutdown(), INVALID_ARGUMENT for rows out of range.
+  absl::Status Schedule(std::unique_ptr<BatchTask>* task);
+
+  // Queued plus executing rows: what "least loaded" compares.
+  int64_t load() const;
+  size_t queue_depth() const;
+
+  // Refuses new tasks, completes queued ones with UNAVAILABLE, waits for the
+  // running batch and joins the thread. Idempotent.
+  void Shutdown();
+
+ private:
+  bool BatchReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Loop();
+
+  const Options options_;
+  const BatchFn run_batch_;
+
+  mutable absl::Mutex mu_;
+  std::deque<std::unique_ptr<BatchTask>> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<absl::Time> enqueued_at_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t running_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread thread_;
+};
+
+}  // namespace dytserve
+
+#endif  // DYTSERVE_SERVER_CORE_BATCHER_H_

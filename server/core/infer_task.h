@@ -1,0 +1,62 @@
+// One inference request on its way through a batcher, and the function a
+// model instance's batch thread runs on a batch of them.
+#ifndef DYTSERVE_SERVER_CORE_INFER_TASK_H_
+#define DYTSERVE_SERVER_CORE_INFER_TASK_H_
+
+#include <functional>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "inference/grpc_service.pb.h"
+#include "server/core/batcher.h"
+#include "server/core/tensor_codec.h"
+#include "server/metrics/server_metrics.h"
+
+namespace dytserve {
+
+class Model;
+
+// What a transport hands the engine with each call; nothing in it is gRPC.
+struct InferCall {
+  absl::Time deadline = absl::InfiniteFuture();
+  // May be empty (no cancellation signal). Called from the batch thread.
+  std::function<bool()> is_cancelled;
+  // Called exactly once with the outcome, after the response is filled.
+  std::function<void(absl::Status)> done;
+};
+
+class InferTask : public BatchTask {
+ public:
+  // `response` is not owned and must outlive the call to `call.done`.
+  InferTask(DecodedRequest request, inference::ModelInferResponse* response, InferCall call,
+            std::shared_ptr<ModelMetrics> metrics, absl::Time received_at);
+  ~InferTask() override;
+
+  int64_t rows() const override { return request_.rows; }
+  absl::Time deadline() const override { return call_.deadline; }
+  bool IsCancelled() const override { return call_.is_cancelled && call_.is_cancelled(); }
+  void Complete(absl::Status status) override;
+
+  const DecodedRequest& request() const { return request_; }
+  inference::ModelInferResponse* response() { return response_; }
+  absl::Time received_at() const { return received_at_; }
+
+ private:
+  DecodedRequest request_;
+  inference::ModelInferResponse* const response_;
+  InferCall call_;
+  std::shared_ptr<ModelMetrics> metrics_;
+  const absl::Time received_at_;
+  bool completed_ = false;
+};
+
+// Runs one batch on `model`: tasks whose non-batch input shapes agree are
+// concatenated along dim 0 and share a forward pass; outputs are split back
+// by rows. Completes every task. A model error fails only this batch's tasks,
+// with INTERNAL and the model's message.
+void RunInferBatch(Model& model, ModelMetrics& metrics, Batcher::Batch batch);
+
+}  // namespace dytserve
+
+#endif  // DYTSERVE_SERVER_CORE_INFER_TASK_H_

@@ -1,0 +1,88 @@
+#include "server/core/inference_engine.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace dytserve {
+
+InferenceEngine::InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository,
+                                 size_t failed_models)
+    : options_(std::move(options)), repository_(std::move(repository)), failed_models_(failed_models) {}
+
+InferenceEngine::~InferenceEngine() { Shutdown(); }
+
+absl::Status InferenceEngine::Submit(const inference::ModelInferRequest& request,
+                                     inference::ModelInferResponse* response, InferCall call) {
+  const absl::Time received = absl::Now();
+  if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
+  absl::StatusOr<std::shared_ptr<ModelVersion>> served =
+      repository_->Find(request.model_name(), request.model_version());
+  if (!served.ok()) return served.status();
+  ModelVersion& model = **served;
+
+  absl::StatusOr<DecodedRequest> decoded = DecodeRequest(request, model.spec());
+  if (!decoded.ok()) {
+    model.metrics()->RecordRequest(decoded.status().code(), absl::ToDoubleSeconds(absl::Now() - received));
+    return absl::Status(decoded.status().code(),
+                        absl::StrCat("model '", model.spec().name, "': ", decoded.status().message()));
+  }
+  if (call.deadline <= received) {
+    model.metrics()->RecordRequest(absl::StatusCode::kDeadlineExceeded, 0);
+    return absl::DeadlineExceededError("the deadline passed before the request was queued");
+  }
+
+  response->set_model_name(model.spec().name);
+  response->set_model_version(model.version_string());
+  response->set_id(request.id());
+
+  std::unique_ptr<BatchTask> task =
+      std::make_unique<InferTask>(*std::move(decoded), response, std::move(call), model.metrics(), received);
+  absl::Status scheduled = model.Schedule(&task);
+  if (!scheduled.ok()) {
+    model.metrics()->RecordRequest(scheduled.code(), absl::ToDoubleSeconds(absl::Now() - received));
+  }
+  return scheduled;
+}
+
+bool InferenceEngine::Ready() const {
+  if (shutting_down_.load()) return false;
+  if (options_.strict_readiness && failed_models_ > 0) return false;
+  return !repository_->ModelNames().empty();
+}
+
+bool InferenceEngine::ModelReady(absl::string_view name, absl::string_view version) const {
+  return !shutting_down_.load() && repository_->Find(name, version).ok();
+}
+
+inference::ServerMetadataResponse InferenceEngine::ServerMetadata() const {
+  inference::ServerMetadataResponse out;
+  out.set_name(options_.server_name);
+  out.set_version(options_.server_version);
+  return out;
+}
+
+absl::StatusOr<inference::ModelMetadataResponse> InferenceEngine::ModelMetadata(absl::string_view name,
+                                                                                absl::string_view version) const {
+  absl::StatusOr<std::shared_ptr<ModelVersion>> served = repository_->Find(name, version);
+  if (!served.ok()) return served.status();
+  const ModelSpec& spec = (*served)->spec();
+  inference::ModelMetadataResponse out;
+  out.set_name(spec.name);
+  out.set_platform("pytorch_libtorch");
+  for (int64_t v : repository_->Versions(name)) out.add_versions(std::to_string(v));
+  auto fill = [&spec](const TensorSpec& t, inference::ModelMetadataResponse::TensorMetadata* m) {
+    m->set_name(t.name);
+    m->set_datatype(std::string(DataTypeName(t.type)));
+    for (int64_t d : spec.WireShape(t)) m->add_shape(d);
+  };
+  for (const TensorSpec& t : spec.inputs) fill(t, out.add_inputs());
+  for (const TensorSpec& t : spec.outputs) fill(t, out.add_outputs());
+  return out;
+}
+
+void InferenceEngine::Shutdown() {
+  shutting_down_.store(true);
+  repository_->ShutdownAll();
+}
+
+}  // namespace dytserve

@@ -1,0 +1,191 @@
+#include "server/core/model.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/core/log.h"
+#include "server/core/tensor_codec.h"
+
+namespace dytserve {
+namespace {
+
+// Variable dims in the load-time sample take this size: small, but above 1 so
+// that a module which silently squeezes a dimension still fails the check.
+constexpr int64_t kSampleVariableDim = 2;
+
+absl::Status ModelError(const ModelSpec& spec, absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("model '", spec.name, "': ", field, ": ", what));
+}
+
+absl::StatusOr<torch::Device> ResolveDevice(const ModelSpec& spec) {
+  const std::string& wanted = spec.device;
+  if (wanted == "cpu") return torch::Device(torch::kCPU);
+  const bool cuda = torch::cuda::is_available();
+  if (wanted == "auto") {
+    if (cuda) return torch::Device(torch::kCUDA, 0);
+    LogInfo(absl::StrCat("model '", spec.name, "': device auto: CUDA is not available, serving on CPU"));
+    return torch::Device(torch::kCPU);
+  }
+  if (!cuda) {
+    return ModelError(spec, "instance_group.device",
+                      absl::StrCat("'", wanted, "' requested but CUDA is not available on this server"));
+  }
+  const int index = wanted == "cuda" ? 0 : std::stoi(wanted.substr(5));
+  if (index >= static_cast<int>(torch::cuda::device_count())) {
+    return ModelError(spec, "instance_group.device",
+                      absl::StrCat("'", wanted, "' but only ", torch::cuda::device_count(), " CUDA devices exist"));
+  }
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+
+}  // namespace
+
+struct Model::Impl {
+  torch::jit::Module module;
+  torch::Device device{torch::kCPU};
+  ModelSpec spec;
+  int threads = 0;
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  device_name_ = impl_->device.str();
+  for (const at::Tensor& p : impl_->module.parameters()) weight_bytes_ += p.numel() * p.element_size();
+  for (const at::Tensor& b : impl_->module.buffers()) weight_bytes_ += b.numel() * b.element_size();
+}
+
+Model::~Model() = default;
+
+const ModelSpec& Model::spec() const { return impl_->spec; }
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& file, const ModelSpec& spec) {
+  absl::StatusOr<torch::Device> device = ResolveDevice(spec);
+  if (!device.ok()) return device.status();
+
+  auto impl = std::make_unique<Impl>();
+  impl->device = *device;
+  impl->spec = spec;
+  impl->threads = static_cast<int>(spec.config.optimization().intra_op_threads());
+  try {
+    impl->module = torch::jit::load(file.string(), *device);
+    impl->module.eval();
+    if (spec.config.optimization().freeze()) impl->module = torch::jit::freeze(impl->module);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("model '", spec.name, "': cannot load ", file.string(), ": ",
+                                                   e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", spec.name, "': cannot load ", file.string(), ": ", e.what()));
+  }
+
+  // The module's forward must accept exactly the config's inputs, positionally.
+  const c10::FunctionSchema& schema = impl->module.get_method("forward").function().getSchema();
+  size_t required = 0;
+  const size_t total = schema.arguments().size() - 1;  // minus self
+  for (size_t i = 1; i < schema.arguments().size(); ++i) {
+    if (!schema.arguments()[i].default_value().has_value()) ++required;
+  }
+  if (spec.inputs.size() < required || spec.inputs.size() > total) {
+    return ModelError(spec, "input",
+                      absl::StrCat("the config names ", spec.inputs.size(), " inputs, the module's forward takes ",
+                                   required == total ? absl::StrCat(total) : absl::StrCat(required, " to ", total)));
+  }
+
+  std::unique_ptr<Model> model(new Model(std::move(impl)));
+
+  // Run a sample built from the config and compare what comes back.
+  std::vector<at::Tensor> sample;
+  const int64_t rows = spec.batched() ? 1 : 0;
+  for (const TensorSpec& in : spec.inputs) {
+    std::vector<int64_t> shape = spec.WireShape(in);
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i] == -1) shape[i] = (spec.batched() && i == 0) ? rows : kSampleVariableDim;
+    }
+    sample.push_back(at::zeros(shape, at::TensorOptions().dtype(ScalarTypeOf(in.type))));
+  }
+  absl::StatusOr<std::vector<at::Tensor>> outputs = model->Forward(sample);
+  if (!outputs.ok()) {
+    return ModelError(spec, "input",
+                      absl::StrCat("forward on a sample built from the config failed: ", outputs.status().message()));
+  }
+  for (size_t i = 0; i < spec.outputs.size(); ++i) {
+    const TensorSpec& out = spec.outputs[i];
+    const at::Tensor& t = (*outputs)[i];
+    const std::string field = absl::StrCat("output[", i, "] '", out.name, "'");
+    absl::StatusOr<DataType> type = DataTypeOf(t);
+    if (!type.ok() || *type != out.type) {
+      return ModelError(spec, absl::StrCat(field, ".data_type"),
+                        absl::StrCat("the module returns ", c10::toString(t.scalar_type()), ", the config says ",
+                                     DataTypeName(out.type)));
+    }
+    const std::vector<int64_t> expected = spec.WireShape(out);
+    bool match = static_cast<size_t>(t.dim()) == expected.size();
+    for (size_t d = 0; match && d < expected.size(); ++d) {
+      if (spec.batched() && d == 0) {
+        match = t.size(0) == rows;
+      } else if (expected[d] != -1) {
+        match = t.size(static_cast<int64_t>(d)) == expected[d];
+      }
+    }
+    if (!match) {
+      return ModelError(spec, absl::StrCat(field, ".dims"),
+                        absl::StrCat("the module returns shape ", ShapeString(t.sizes()), " for a sample of ", rows,
+                                     " row(s), the config says ", ShapeString(expected)));
+    }
+  }
+  return model;
+}
+
+absl::StatusOr<std::vector<at::Tensor>> Model::Forward(const std::vector<at::Tensor>& inputs) {
+  if (impl_->threads > 0 && at::get_num_threads() != impl_->threads) at::set_num_threads(impl_->threads);
+  const ModelSpec& spec = impl_->spec;
+  try {
+    c10::InferenceMode guard;
+    std::vector<torch::jit::IValue> args;
+    args.reserve(inputs.size());
+    for (const at::Tensor& t : inputs) args.emplace_back(t.to(impl_->device));
+    torch::jit::IValue result = impl_->module.forward(std::move(args));
+
+    std::vector<at::Tensor> outputs;
+    if (result.isTensor()) {
+      outputs.push_back(result.toTensor());
+    } else if (result.isTuple()) {
+      for (const auto& v : result.toTupleRef().elements()) {
+        if (!v.isTensor()) return absl::InternalError("the module returned a tuple holding a non-tensor");
+        outputs.push_back(v.toTensor());
+      }
+    } else if (result.isTensorList()) {
+      for (const at::Tensor& t : result.toTensorVector()) outputs.push_back(t);
+    } else if (result.isGenericDict()) {
+      auto dict = result.toGenericDict();
+      for (const TensorSpec& out : spec.outputs) {
+        auto it = dict.find(out.name);
+        if (it == dict.end() || !it->value().isTensor()) {
+          return absl::InternalError(absl::StrCat("the module's output dict has no tensor '", out.name, "'"));
+        }
+        outputs.push_back(it->value().toTensor());
+      }
+    } else {
+      return absl::InternalError(absl::StrCat("the module returned ", result.tagKind(),
+                                              "; expected a tensor, a tuple/list of tensors or a dict"));
+    }
+    if (outputs.size() != spec.outputs.size()) {
+      return absl::InternalError(absl::StrCat("the module returned ", outputs.size(), " outputs, the config names ",
+                                              spec.outputs.size()));
+    }
+    for (at::Tensor& t : outputs) t = t.to(torch::kCPU).contiguous();
+    return outputs;
+  } catch (const c10::Error& e) {
+    // The backtrace belongs in a debugger, not in a client's error message.
+    return absl::InternalError(absl::StrCat("model '", spec.name, "' failed: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("model '", spec.name, "' failed: ", e.what()));
+  }
+}
+
+}  // namespace dytserve

@@ -1,0 +1,54 @@
+// One loaded TorchScript module, checked against its config and placed on a
+// device. Forward runs under torch::InferenceMode. Thread-compatible: each
+// model instance is driven by one batch thread.
+#ifndef DYTSERVE_SERVER_CORE_MODEL_H_
+#define DYTSERVE_SERVER_CORE_MODEL_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "server/core/model_config.h"
+
+namespace dytserve {
+
+class Model {
+ public:
+  // Loads `file` onto the spec's device ("auto" picks CUDA when available,
+  // else CPU with a logged notice) and checks it against the spec by running
+  // one forward on a sample input built from the config. Errors name the
+  // model and the config field that disagrees with the module.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::filesystem::path& file,
+                                                     const ModelSpec& spec);
+
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // `inputs` in config order, on the CPU; returns outputs in config order, on
+  // the CPU. A module that throws yields INTERNAL with its message.
+  absl::StatusOr<std::vector<at::Tensor>> Forward(const std::vector<at::Tensor>& inputs);
+
+  const ModelSpec& spec() const;
+  // "cpu" or "cuda:N": where the module actually lives.
+  const std::string& device() const { return device_name_; }
+  // Bytes of parameters and buffers.
+  int64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+
+  std::unique_ptr<Impl> impl_;
+  std::string device_name_;
+  int64_t weight_bytes_ = 0;
+};
+
+}  // namespace dytserve
+
+#endif  // DYTSERVE_SERVER_CORE_MODEL_H_

@@ -1,0 +1,197 @@
+#include "server/core/model_config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace dytserve {
+namespace {
+
+constexpr int kMaxRank = 8;
+constexpr int kMaxBatchSizeLimit = 1 << 16;
+
+class CollectFirstError : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (first_.empty()) first_ = absl::StrCat("line ", line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string first_;
+};
+
+absl::Status FieldError(absl::string_view model, absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("model '", model, "': ", field, ": ", what));
+}
+
+template <typename ProtoTensor>
+absl::StatusOr<std::vector<TensorSpec>> BuildTensors(
+    const google::protobuf::RepeatedPtrField<ProtoTensor>& tensors, absl::string_view model,
+    absl::string_view kind) {
+  if (tensors.empty()) return FieldError(model, kind, "at least one is required");
+  std::vector<TensorSpec> specs;
+  std::set<std::string> seen;
+  for (int i = 0; i < tensors.size(); ++i) {
+    const ProtoTensor& t = tensors[i];
+    const std::string field = absl::StrCat(kind, "[", i, "]");
+    if (t.name().empty()) return FieldError(model, field, "name is empty");
+    if (!seen.insert(t.name()).second) {
+      return FieldError(model, field, absl::StrCat("duplicate name '", t.name(), "'"));
+    }
+    absl::StatusOr<DataType> type = FromConfigType(t.data_type());
+    if (!type.ok()) {
+      return FieldError(model, absl::StrCat(field, " '", t.name(), "'"), type.status().message());
+    }
+    if (t.dims_size() > kMaxRank) {
+      return FieldError(model, absl::StrCat(field, " '", t.name(), "'.dims"),
+                        absl::StrCat("rank ", t.dims_size(), " exceeds ", kMaxRank));
+    }
+    for (int64_t d : t.dims()) {
+      if (d == 0 || d < -1) {
+        return FieldError(model, absl::StrCat(field, " '", t.name(), "'.dims"),
+                          absl::StrCat("dimension ", d, " is invalid (use -1 or a size > 0)"));
+      }
+    }
+    TensorSpec spec{t.name(), *type, {t.dims().begin(), t.dims().end()}, 0.0};
+    if constexpr (std::is_same_v<ProtoTensor, v1::ModelInput>) spec.pad_value = t.pad_value();
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+absl::Status CheckDevice(absl::string_view model, absl::string_view device) {
+  if (device == "cpu" || device == "auto" || device == "cuda") return absl::OkStatus();
+  if (absl::StartsWith(device, "cuda:")) {
+    int index = 0;
+    if (absl::SimpleAtoi(device.substr(5), &index) && index >= 0) return absl::OkStatus();
+  }
+  return FieldError(model, "instance_group.device",
+                    absl::StrCat("'", device, "' is not one of cpu, cuda:N, auto"));
+}
+
+}  // namespace
+
+std::vector<int64_t> ModelSpec::WireShape(const TensorSpec& spec) const {
+  std::vector<int64_t> shape;
+  if (batched()) shape.push_back(-1);
+  shape.insert(shape.end(), spec.dims.begin(), spec.dims.end());
+  return shape;
+}
+
+const TensorSpec* ModelSpec::FindInput(absl::string_view name) const {
+  for (const TensorSpec& s : inputs) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+const TensorSpec* ModelSpec::FindOutput(absl::string_view name) const {
+  for (const TensorSpec& s : outputs) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<v1::ModelConfig> ParseModelConfig(absl::string_view text, absl::string_view source) {
+  google::protobuf::TextFormat::Parser parser;
+  CollectFirstError errors;
+  parser.RecordErrorsTo(&errors);
+  v1::ModelConfig config;
+  if (!parser.ParseFromString(std::string(text), &config)) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", errors.first()));
+  }
+  return config;
+}
+
+absl::StatusOr<ModelSpec> BuildModelSpec(v1::ModelConfig config, absl::string_view dir_name) {
+  if (config.name().empty()) config.set_name(std::string(dir_name));
+  const std::string model = config.name();
+  if (model != dir_name) {
+    return FieldError(dir_name, "name",
+                      absl::StrCat("'", model, "' does not match the directory name '", dir_name, "'"));
+  }
+  if (!config.platform().empty() && config.platform() != "torchscript") {
+    return FieldError(model, "platform",
+                      absl::StrCat("'", config.platform(), "' is not served (only torchscript)"));
+  }
+  config.set_platform("torchscript");
+  if (config.max_batch_size() < 0 || config.max_batch_size() > kMaxBatchSizeLimit) {
+    return FieldError(model, "max_batch_size",
+                      absl::StrCat(config.max_batch_size(), " is outside [0, ", kMaxBatchSizeLimit, "]"));
+  }
+
+  ModelSpec spec;
+  spec.name = model;
+  spec.max_batch_size = config.max_batch_size();
+  absl::StatusOr<std::vector<TensorSpec>> inputs = BuildTensors(config.input(), model, "input");
+  if (!inputs.ok()) return inputs.status();
+  spec.inputs = *std::move(inputs);
+  absl::StatusOr<std::vector<TensorSpec>> outputs = BuildTensors(config.output(), model, "output");
+  if (!outputs.ok()) return outputs.status();
+  spec.outputs = *std::move(outputs);
+
+  for (int size : config.dynamic_batching().preferred_batch_sizes()) {
+    if (size <= 0 || size > config.max_batch_size()) {
+      return FieldError(model, "dynamic_batching.preferred_batch_sizes",
+                        absl::StrCat(size, " is outside [1, max_batch_size=", config.max_batch_size(), "]"));
+    }
+  }
+
+  v1::InstanceGroup* group = config.mutable_instance_group();
+  if (group->count() == 0) group->set_count(1);
+  if (group->count() > 64) {
+    return FieldError(model, "instance_group.count", absl::StrCat(group->count(), " exceeds 64"));
+  }
+  if (group->device().empty()) group->set_device("cpu");
+  if (absl::Status s = CheckDevice(model, group->device()); !s.ok()) return s;
+  spec.instance_count = static_cast<int>(group->count());
+  spec.device = group->device();
+
+  v1::VersionPolicy* policy = config.mutable_version_policy();
+  if (policy->policy_case() == v1::VersionPolicy::POLICY_NOT_SET) {
+    policy->mutable_latest()->set_num_versions(1);
+  }
+  if (policy->has_latest() && policy->latest().num_versions() == 0) {
+    return FieldError(model, "version_policy.latest.num_versions", "must be at least 1");
+  }
+  if (policy->has_specific()) {
+    if (policy->specific().versions().empty()) {
+      return FieldError(model, "version_policy.specific.versions", "must list at least one version");
+    }
+    for (int64_t v : policy->specific().versions()) {
+      if (v <= 0) {
+        return FieldError(model, "version_policy.specific.versions",
+                          absl::StrCat("version ", v, " is not a positive integer"));
+      }
+    }
+  }
+  if (config.optimization().intra_op_threads() > 1024) {
+    return FieldError(model, "optimization.intra_op_threads",
+                      absl::StrCat(config.optimization().intra_op_threads(), " exceeds 1024"));
+  }
+  spec.config = std::move(config);
+  return spec;
+}
+
+absl::StatusOr<ModelSpec> LoadModelSpec(const std::filesystem::path& model_dir) {
+  const std::filesystem::path path = model_dir / "config.pbtxt";
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot be read"));
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfig(text.str(), path.string());
+  if (!config.ok()) return config.status();
+  return BuildModelSpec(*std::move(config), model_dir.filename().string());
+}
+
+}  // namespace dytserve

@@ -1,0 +1,38 @@
+// The Open Inference Protocol (KServe v2) service: a thin callback-API adapter
+// over InferenceEngine. No handler blocks a gRPC thread: ModelInfer returns
+// at once and the batch thread finishes the call.
+#ifndef DYTSERVE_SERVER_GRPC_INFERENCE_SERVICE_H_
+#define DYTSERVE_SERVER_GRPC_INFERENCE_SERVICE_H_
+
+#include "inference/grpc_service.grpc.pb.h"
+#include "server/core/inference_engine.h"
+
+namespace dytserve {
+
+class InferenceService final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  // `engine` is not owned and must outlive the service.
+  explicit InferenceService(InferenceEngine* engine) : engine_(engine) {}
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx, const inference::ServerLiveRequest* req,
+                                       inference::ServerLiveResponse* resp) override;
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* ctx, const inference::ServerReadyRequest* req,
+                                        inference::ServerReadyResponse* resp) override;
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* ctx, const inference::ModelReadyRequest* req,
+                                       inference::ModelReadyResponse* resp) override;
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* ctx,
+                                           const inference::ServerMetadataRequest* req,
+                                           inference::ServerMetadataResponse* resp) override;
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* ctx,
+                                          const inference::ModelMetadataRequest* req,
+                                          inference::ModelMetadataResponse* resp) override;
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx, const inference::ModelInferRequest* req,
+                                       inference::ModelInferResponse* resp) override;
+
+ private:
+  InferenceEngine* const engine_;
+};
+
+}  // namespace dytserve
+
+#endif  // DYTSERVE_SERVER_GRPC_INFERENCE_SERVICE_H_

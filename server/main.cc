@@ -1,0 +1,160 @@
+// dytserve-server: flags, wiring, signals. Everything with behaviour lives in
+// core/ (engine), grpc/ (transport) and metrics/.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "server/core/inference_engine.h"
+#include "server/core/log.h"
+#include "server/grpc/inference_service.h"
+#include "server/metrics/metrics_http_server.h"
+#include "server/metrics/process_collector.h"
+#include "server/metrics/server_metrics.h"
+
+ABSL_FLAG(std::string, model_repository, "", "Directory holding <model>/config.pbtxt and <model>/<version>/model.pt");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics ports bind to (127.0.0.1, [::1], 0.0.0.0)");
+ABSL_FLAG(int, grpc_port, 8001, "gRPC port; 0 lets the OS choose");
+ABSL_FLAG(int, metrics_port, 8002, "Prometheus /metrics port; 0 lets the OS choose");
+ABSL_FLAG(bool, strict_readiness, true, "Report the server ready only when every model in the repository loaded");
+ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC request or response, in MiB");
+ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads for the whole process; 0 keeps LibTorch's default");
+ABSL_FLAG(std::string, latency_buckets, "",
+          "Comma-separated histogram bucket bounds in seconds for latency metrics; empty keeps the defaults");
+ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
+
+namespace dytserve {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+int Fail(const std::string& message) {
+  LogError(message);
+  return 2;
+}
+
+std::string HostPort(const std::string& host, int port) {
+  const bool v6 = host.find(':') != std::string::npos && host.front() != '[';
+  return v6 ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
+}
+
+int Run() {
+  const std::string repo_path = absl::GetFlag(FLAGS_model_repository);
+  if (repo_path.empty()) return Fail("--model_repository is required");
+  const int grpc_port = absl::GetFlag(FLAGS_grpc_port);
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  for (auto [name, port] : {std::pair{"--grpc_port", grpc_port}, std::pair{"--metrics_port", metrics_port}}) {
+    if (port < 0 || port > 65535) return Fail(absl::StrCat(name, "=", port, " is not a port (0-65535)"));
+  }
+  if (absl::GetFlag(FLAGS_max_message_mb) < 1 || absl::GetFlag(FLAGS_max_message_mb) > 2047) {
+    return Fail(absl::StrCat("--max_message_mb=", absl::GetFlag(FLAGS_max_message_mb), " is outside 1..2047"));
+  }
+  if (absl::GetFlag(FLAGS_intra_op_threads) < 0) return Fail("--intra_op_threads must be >= 0");
+  if (absl::GetFlag(FLAGS_intra_op_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_intra_op_threads));
+
+  MetricsOptions metrics_options;
+  if (const std::string buckets = absl::GetFlag(FLAGS_latency_buckets); !buckets.empty()) {
+    metrics_options.latency_buckets_seconds.clear();
+    for (absl::string_view part : absl::StrSplit(buckets, ',')) {
+      double bound = 0;
+      if (!absl::SimpleAtod(part, &bound) || bound <= 0 ||
+          (!metrics_options.latency_buckets_seconds.empty() && bound <= metrics_options.latency_buckets_seconds.back())) {
+        return Fail(absl::StrCat("--latency_buckets: '", part, "' is not a positive bound above the previous one"));
+      }
+      metrics_options.latency_buckets_seconds.push_back(bound);
+    }
+  }
+
+  // Handle SIGINT/SIGTERM on this thread only: block them before any other
+  // thread exists so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const bool cuda = torch::cuda::is_available();
+  ServerMetrics metrics(metrics_options, {kVersion, TORCH_VERSION, cuda});
+  LogInfo(absl::StrCat("dytserve ", kVersion, ", LibTorch ", TORCH_VERSION, ", CUDA ",
+                       cuda ? "available" : "not available", ", ", at::get_num_threads(), " intra-op threads"));
+
+  ModelRepository::LoadReport report;
+  absl::StatusOr<std::unique_ptr<ModelRepository>> repository = ModelRepository::Load(repo_path, &metrics, &report);
+  if (!repository.ok()) return Fail(std::string(repository.status().message()));
+  if (report.loaded.empty()) LogWarning("no model loaded; the server answers NOT_FOUND to every inference");
+
+  InferenceEngine::Options engine_options;
+  engine_options.server_version = kVersion;
+  engine_options.strict_readiness = absl::GetFlag(FLAGS_strict_readiness);
+  InferenceEngine engine(engine_options, *std::move(repository), report.failures.size());
+
+  const std::string host = absl::GetFlag(FLAGS_host);
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_server =
+      MetricsHttpServer::Start(host, metrics_port, {metrics.registry(), std::make_shared<ProcessCollector>()});
+  if (!metrics_server.ok()) return Fail(std::string(metrics_server.status().message()));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  InferenceService service(&engine);
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(HostPort(host, grpc_port), grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&service);
+  const int max_bytes = absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024;
+  builder.SetMaxReceiveMessageSize(max_bytes);
+  builder.SetMaxSendMessageSize(max_bytes);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    return Fail(absl::StrCat("cannot listen for gRPC on ", HostPort(host, grpc_port)));
+  }
+
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  for (const std::string& name : engine.repository().discovered()) {
+    health->SetServingStatus(name, engine.ModelReady(name, ""));
+  }
+  health->SetServingStatus("", engine.Ready());
+
+  std::printf("dytserve listening grpc=%s metrics=%s\n", HostPort(host, bound_port).c_str(),
+              HostPort(host, (*metrics_server)->port()).c_str());
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  LogInfo(absl::StrCat("received signal ", signal_number, ", shutting down"));
+  health->Shutdown();  // every service reports NOT_SERVING from here on
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  engine.Shutdown();
+  server->Wait();
+  LogInfo("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace dytserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves TorchScript models over the Open Inference Protocol (gRPC) with Prometheus metrics.\n"
+      "  dytserve-server --model_repository=DIR [--grpc_port=N] [--metrics_port=N]");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) {
+    std::fprintf(stderr, "dytserve-server: unexpected argument '%s' (flags are --name=value)\n", rest[1]);
+    return 2;
+  }
+  return dytserve::Run();
+}

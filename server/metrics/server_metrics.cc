@@ -1,0 +1,113 @@
+#include "server/metrics/server_metrics.h"
+
+#include "absl/strings/ascii.h"
+
+namespace dytserve {
+namespace {
+
+// "RESOURCE_EXHAUSTED" for the `code` label, as gRPC spells codes.
+std::string CodeLabel(absl::StatusCode code) {
+  return absl::AsciiStrToUpper(absl::StatusCodeToString(code));
+}
+
+}  // namespace
+
+void ModelMetrics::RecordRequest(absl::StatusCode code, double total_seconds) {
+  const auto index = static_cast<size_t>(code);
+  if (index < requests_by_code_.size()) requests_by_code_[index]->Increment();
+  request_seconds_->Observe(total_seconds);
+}
+
+void ModelMetrics::RecordBatch(int64_t rows, double compute_seconds) {
+  batch_size_->Observe(static_cast<double>(rows));
+  compute_seconds_->Observe(compute_seconds);
+  inferences_->Increment(static_cast<double>(rows));
+  executions_->Increment();
+}
+
+ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
+    : options_(std::move(options)),
+      registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("dytserve_requests_total")
+                    .Help("Inference requests answered, by model, version and gRPC status code.")
+                    .Register(*registry_)),
+      request_seconds_(prometheus::BuildHistogram()
+                           .Name("dytserve_request_duration_seconds")
+                           .Help("Time from receiving an inference request to answering it.")
+                           .Register(*registry_)),
+      queue_seconds_(prometheus::BuildHistogram()
+                         .Name("dytserve_queue_duration_seconds")
+                         .Help("Time a request waited in its model's batch queue.")
+                         .Register(*registry_)),
+      compute_seconds_(prometheus::BuildHistogram()
+                           .Name("dytserve_compute_duration_seconds")
+                           .Help("Time of one batch's forward pass, including input assembly and output split.")
+                           .Register(*registry_)),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("dytserve_batch_size")
+                      .Help("Rows per executed batch.")
+                      .Register(*registry_)),
+      inferences_(prometheus::BuildCounter()
+                      .Name("dytserve_inferences_total")
+                      .Help("Rows inferred (a request may carry several rows).")
+                      .Register(*registry_)),
+      executions_(prometheus::BuildCounter()
+                      .Name("dytserve_batch_executions_total")
+                      .Help("Forward passes executed.")
+                      .Register(*registry_)),
+      in_flight_(prometheus::BuildGauge()
+                     .Name("dytserve_inflight_requests")
+                     .Help("Requests accepted and not yet answered.")
+                     .Register(*registry_)),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name("dytserve_queue_depth")
+                       .Help("Requests waiting in the batch queues of a model version.")
+                       .Register(*registry_)),
+      weight_bytes_(prometheus::BuildGauge()
+                        .Name("dytserve_model_weight_bytes")
+                        .Help("Bytes of parameters and buffers of one model instance.")
+                        .Register(*registry_)),
+      load_seconds_(prometheus::BuildGauge()
+                        .Name("dytserve_model_load_duration_seconds")
+                        .Help("Time the last load of a model version took, checks included.")
+                        .Register(*registry_)) {
+  prometheus::BuildGauge()
+      .Name("dytserve_build_info")
+      .Help("Build facts of this server; the value is always 1.")
+      .Register(*registry_)
+      .Add({{"version", build.version}, {"libtorch", build.libtorch}, {"cuda", build.cuda ? "true" : "false"}})
+      .Set(1);
+}
+
+std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, const std::string& version) {
+  const prometheus::Labels labels = {{"model", model}, {"version", version}};
+  auto m = std::make_shared<ModelMetrics>();
+  for (size_t code = 0; code < m->requests_by_code_.size(); ++code) {
+    prometheus::Labels with_code = labels;
+    with_code["code"] = CodeLabel(static_cast<absl::StatusCode>(code));
+    m->requests_by_code_[code] = &requests_.Add(with_code);
+  }
+  m->request_seconds_ = &request_seconds_.Add(labels, options_.latency_buckets_seconds);
+  m->queue_seconds_ = &queue_seconds_.Add(labels, options_.latency_buckets_seconds);
+  m->compute_seconds_ = &compute_seconds_.Add(labels, options_.latency_buckets_seconds);
+  m->batch_size_ = &batch_size_.Add(labels, options_.batch_size_buckets);
+  m->inferences_ = &inferences_.Add(labels);
+  m->executions_ = &executions_.Add(labels);
+  m->in_flight_ = &in_flight_.Add(labels);
+  m->queue_depth_ = &queue_depth_.Add(labels);
+  return m;
+}
+
+void ServerMetrics::SetWeightBytes(const std::string& model, const std::string& version, int instance,
+                                   const std::string& device, double bytes) {
+  weight_bytes_
+      .Add({{"model", model}, {"version", version}, {"instance", std::to_string(instance)}, {"device", device}})
+      .Set(bytes);
+}
+
+void ServerMetrics::SetLoadSeconds(const std::string& model, const std::string& version, double seconds) {
+  load_seconds_.Add({{"model", model}, {"version", version}}).Set(seconds);
+}
+
+}  // namespace dytserve

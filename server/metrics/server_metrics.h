@@ -1,0 +1,86 @@
+// The server's Prometheus metric families. Label children are created once per
+// model version at load time and kept as handles, so the request path only
+// touches atomics (creating children per request would take a lock and a hash).
+#ifndef DYTSERVE_SERVER_METRICS_SERVER_METRICS_H_
+#define DYTSERVE_SERVER_METRICS_SERVER_METRICS_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace dytserve {
+
+struct MetricsOptions {
+  std::vector<double> latency_buckets_seconds = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                                 0.1,    0.2,   0.5,   1,     2,    5};
+  std::vector<double> batch_size_buckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+};
+
+// Handles for one (model, version). Methods are thread-safe.
+class ModelMetrics {
+ public:
+  void RecordRequest(absl::StatusCode code, double total_seconds);
+  void RecordQueue(double seconds) { queue_seconds_->Observe(seconds); }
+  void RecordBatch(int64_t rows, double compute_seconds);
+  void AddInFlight(double delta) { in_flight_->Increment(delta); }
+  void SetQueueDepth(double depth) { queue_depth_->Set(depth); }
+
+ private:
+  friend class ServerMetrics;
+  std::array<prometheus::Counter*, 17> requests_by_code_{};
+  prometheus::Histogram* request_seconds_ = nullptr;
+  prometheus::Histogram* queue_seconds_ = nullptr;
+  prometheus::Histogram* compute_seconds_ = nullptr;
+  prometheus::Histogram* batch_size_ = nullptr;
+  prometheus::Counter* inferences_ = nullptr;
+  prometheus::Counter* executions_ = nullptr;
+  prometheus::Gauge* in_flight_ = nullptr;
+  prometheus::Gauge* queue_depth_ = nullptr;
+};
+
+class ServerMetrics {
+ public:
+  struct BuildInfo {
+    std::string version;
+    std::string libtorch;
+    bool cuda = false;
+  };
+  ServerMetrics(MetricsOptions options, const BuildInfo& build);
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // Creates the children of every per-request family for this model version.
+  // Calling it again for the same pair returns handles to the same series.
+  std::shared_ptr<ModelMetrics> ForModel(const std::string& model, const std::string& version);
+  void SetWeightBytes(const std::string& model, const std::string& version, int instance,
+                      const std::string& device, double bytes);
+  void SetLoadSeconds(const std::string& model, const std::string& version, double seconds);
+
+ private:
+  MetricsOptions options_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_seconds_;
+  prometheus::Family<prometheus::Histogram>& queue_seconds_;
+  prometheus::Family<prometheus::Histogram>& compute_seconds_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Counter>& inferences_;
+  prometheus::Family<prometheus::Counter>& executions_;
+  prometheus::Family<prometheus::Gauge>& in_flight_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& weight_bytes_;
+  prometheus::Family<prometheus::Gauge>& load_seconds_;
+};
+
+}  // namespace dytserve
+
+#endif  // DYTSERVE_SERVER_METRICS_SERVER_METRICS_H_
