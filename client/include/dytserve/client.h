@@ -1,0 +1,115 @@
+// dytserve::Client: a gRPC client for any Open Inference Protocol (KServe v2)
+// server, dytserve first among them.
+//
+// One or many endpoints (requests go round-robin across them), optional TLS,
+// a default deadline, sync and async (callback) inference, metadata and
+// grpc.health.v1 health. Thread-safe: share one Client across threads.
+#ifndef DYTSERVE_CLIENT_CLIENT_H_
+#define DYTSERVE_CLIENT_CLIENT_H_
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "dytserve/tensor.h"
+
+namespace inference {
+class ModelInferRequest;
+}  // namespace inference
+
+namespace dytserve {
+
+struct ClientOptions {
+  // "host:port" each; at least one.
+  std::vector<std::string> endpoints;
+  bool tls = false;
+  // PEM roots to trust; empty uses the system's. Client cert/key enable mTLS.
+  std::string tls_root_certs;
+  std::string tls_client_cert;
+  std::string tls_client_key;
+  // Sent as "authorization: Bearer <token>" when not empty.
+  std::string bearer_token;
+  absl::Duration default_deadline = absl::Seconds(30);
+  int max_message_mb = 64;
+};
+
+struct InferOptions {
+  std::string model_version;         // empty: the server's choice
+  std::vector<std::string> outputs;  // empty: every output
+  std::string request_id;
+  std::map<std::string, std::string> parameters;  // string request parameters
+  absl::Duration deadline = absl::ZeroDuration();  // zero: the client default
+};
+
+struct InferResult {
+  std::string model_name;
+  std::string model_version;
+  std::string id;
+  std::map<std::string, std::string> parameters;  // every kind printed as text
+  std::vector<Tensor> outputs;
+
+  const Tensor* Find(absl::string_view name) const;
+};
+
+struct TensorInfo {
+  std::string name;
+  std::string datatype;
+  std::vector<int64_t> shape;  // -1: variable (the batch dim included)
+};
+
+struct ModelMetadata {
+  std::string name;
+  std::vector<std::string> versions;
+  std::string platform;
+  std::vector<TensorInfo> inputs;
+  std::vector<TensorInfo> outputs;
+};
+
+struct ServerMetadata {
+  std::string name;
+  std::string version;
+  std::vector<std::string> extensions;
+};
+
+enum class HealthStatus { kUnknown, kServing, kNotServing, kServiceUnknown };
+const char* HealthStatusName(HealthStatus status);
+
+class Client {
+ public:
+  static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options);
+  ~Client();
+
+  absl::StatusOr<InferResult> Infer(absl::string_view model, const std::vector<Tensor>& inputs,
+                                    const InferOptions& options = {});
+  // `done` runs once, on a gRPC thread; keep it short.
+  void InferAsync(absl::string_view model, const std::vector<Tensor>& inputs, const InferOptions& options,
+                  std::function<void(absl::StatusOr<InferResult>)> done);
+
+  absl::StatusOr<bool> ServerLive();
+  absl::StatusOr<bool> ServerReady();
+  absl::StatusOr<bool> ModelReady(absl::string_view model, absl::string_view version = "");
+  absl::StatusOr<ServerMetadata> GetServerMetadata();
+  absl::StatusOr<ModelMetadata> GetModelMetadata(absl::string_view model, absl::string_view version = "");
+  // grpc.health.v1 Check; `service` "" is the whole server, else a model name.
+  absl::StatusOr<HealthStatus> Health(absl::string_view service = "");
+
+  // Builds the wire request Infer would send; exposed for tools that need the
+  // protocol message itself (load generators, tests).
+  static void BuildRequest(absl::string_view model, const std::vector<Tensor>& inputs, const InferOptions& options,
+                           inference::ModelInferRequest* request);
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dytserve
+
+#endif  // DYTSERVE_CLIENT_CLIENT_H_

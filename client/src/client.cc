@@ -1,0 +1,244 @@
+#include "dytserve/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "inference/grpc_service.grpc.pb.h"
+
+namespace dytserve {
+namespace {
+
+// The one place where grpc::Status becomes absl::Status on the client side.
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+std::string ParameterText(const inference::InferParameter& p) {
+  switch (p.parameter_choice_case()) {
+    case inference::InferParameter::kBoolParam: return p.bool_param() ? "true" : "false";
+    case inference::InferParameter::kInt64Param: return std::to_string(p.int64_param());
+    case inference::InferParameter::kStringParam: return p.string_param();
+    default: return "";
+  }
+}
+
+absl::StatusOr<InferResult> ToResult(const inference::ModelInferResponse& resp) {
+  if (resp.raw_output_contents_size() > 0 && resp.raw_output_contents_size() != resp.outputs_size()) {
+    return absl::InternalError(absl::StrCat("response has ", resp.raw_output_contents_size(),
+                                            " raw contents for ", resp.outputs_size(), " outputs"));
+  }
+  InferResult result;
+  result.model_name = resp.model_name();
+  result.model_version = resp.model_version();
+  result.id = resp.id();
+  for (const auto& [key, value] : resp.parameters()) result.parameters[key] = ParameterText(value);
+  for (int i = 0; i < resp.outputs_size(); ++i) {
+    const auto& out = resp.outputs(i);
+    Tensor t{out.name(), out.datatype(), {out.shape().begin(), out.shape().end()}, {}};
+    if (resp.raw_output_contents_size() > 0) {
+      t.data = resp.raw_output_contents(i);
+    } else {
+      return absl::UnimplementedError(absl::StrCat("output '", out.name(), "' came as typed contents; only raw outputs are read"));
+    }
+    result.outputs.push_back(std::move(t));
+  }
+  return result;
+}
+
+TensorInfo ToInfo(const inference::ModelMetadataResponse::TensorMetadata& m) {
+  return {m.name(), m.datatype(), {m.shape().begin(), m.shape().end()}};
+}
+
+}  // namespace
+
+const char* HealthStatusName(HealthStatus status) {
+  switch (status) {
+    case HealthStatus::kServing: return "SERVING";
+    case HealthStatus::kNotServing: return "NOT_SERVING";
+    case HealthStatus::kServiceUnknown: return "SERVICE_UNKNOWN";
+    case HealthStatus::kUnknown: break;
+  }
+  return "UNKNOWN";
+}
+
+const Tensor* InferResult::Find(absl::string_view name) const {
+  for (const Tensor& t : outputs) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+struct Client::Impl {
+  ClientOptions options;
+  std::vector<std::unique_ptr<inference::GRPCInferenceService::Stub>> stubs;
+  std::vector<std::unique_ptr<grpc::health::v1::Health::Stub>> health;
+  std::atomic<size_t> next{0};
+
+  size_t Pick() { return next.fetch_add(1, std::memory_order_relaxed) % stubs.size(); }
+
+  void Prepare(grpc::ClientContext* ctx, absl::Duration deadline) const {
+    const absl::Duration d = deadline > absl::ZeroDuration() ? deadline : options.default_deadline;
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + d));
+    if (!options.bearer_token.empty()) ctx->AddMetadata("authorization", "Bearer " + options.bearer_token);
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
+  if (options.endpoints.empty()) return absl::InvalidArgumentError("ClientOptions.endpoints is empty");
+  if (options.default_deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("ClientOptions.default_deadline must be positive");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (options.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_root_certs;
+    ssl.pem_cert_chain = options.tls_client_cert;
+    ssl.pem_private_key = options.tls_client_key;
+    creds = grpc::SslCredentials(ssl);
+  } else {
+    creds = grpc::InsecureChannelCredentials();
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
+  args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
+  auto impl = std::make_unique<Impl>();
+  for (const std::string& endpoint : options.endpoints) {
+    if (endpoint.empty()) return absl::InvalidArgumentError("an endpoint is empty");
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(endpoint, creds, args);
+    impl->stubs.push_back(inference::GRPCInferenceService::NewStub(channel));
+    impl->health.push_back(grpc::health::v1::Health::NewStub(channel));
+  }
+  impl->options = std::move(options);
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+void Client::BuildRequest(absl::string_view model, const std::vector<Tensor>& inputs, const InferOptions& options,
+                          inference::ModelInferRequest* request) {
+  request->set_model_name(std::string(model));
+  request->set_model_version(options.model_version);
+  request->set_id(options.request_id);
+  for (const auto& [key, value] : options.parameters) {
+    (*request->mutable_parameters())[key].set_string_param(value);
+  }
+  for (const Tensor& t : inputs) {
+    auto* in = request->add_inputs();
+    in->set_name(t.name);
+    in->set_datatype(t.datatype);
+    for (int64_t d : t.shape) in->add_shape(d);
+    request->add_raw_input_contents(t.data);
+  }
+  for (const std::string& name : options.outputs) request->add_outputs()->set_name(name);
+}
+
+absl::StatusOr<InferResult> Client::Infer(absl::string_view model, const std::vector<Tensor>& inputs,
+                                          const InferOptions& options) {
+  inference::ModelInferRequest request;
+  BuildRequest(model, inputs, options, &request);
+  inference::ModelInferResponse response;
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, options.deadline);
+  const grpc::Status status = impl_->stubs[impl_->Pick()]->ModelInfer(&ctx, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  return ToResult(response);
+}
+
+void Client::InferAsync(absl::string_view model, const std::vector<Tensor>& inputs, const InferOptions& options,
+                        std::function<void(absl::StatusOr<InferResult>)> done) {
+  struct Call {
+    grpc::ClientContext ctx;
+    inference::ModelInferRequest request;
+    inference::ModelInferResponse response;
+    std::function<void(absl::StatusOr<InferResult>)> done;
+  };
+  auto* call = new Call;  // owned by the completion callback below
+  BuildRequest(model, inputs, options, &call->request);
+  call->done = std::move(done);
+  impl_->Prepare(&call->ctx, options.deadline);
+  impl_->stubs[impl_->Pick()]->async()->ModelInfer(&call->ctx, &call->request, &call->response,
+                                                   [call](grpc::Status status) {
+                                                     std::unique_ptr<Call> owned(call);
+                                                     if (!status.ok()) {
+                                                       owned->done(FromGrpc(status));
+                                                     } else {
+                                                       owned->done(ToResult(owned->response));
+                                                     }
+                                                   });
+}
+
+absl::StatusOr<bool> Client::ServerLive() {
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  inference::ServerLiveResponse resp;
+  const grpc::Status s = impl_->stubs[impl_->Pick()]->ServerLive(&ctx, {}, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return resp.live();
+}
+
+absl::StatusOr<bool> Client::ServerReady() {
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  inference::ServerReadyResponse resp;
+  const grpc::Status s = impl_->stubs[impl_->Pick()]->ServerReady(&ctx, {}, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return resp.ready();
+}
+
+absl::StatusOr<bool> Client::ModelReady(absl::string_view model, absl::string_view version) {
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  inference::ModelReadyRequest req;
+  req.set_name(std::string(model));
+  req.set_version(std::string(version));
+  inference::ModelReadyResponse resp;
+  const grpc::Status s = impl_->stubs[impl_->Pick()]->ModelReady(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return resp.ready();
+}
+
+absl::StatusOr<ServerMetadata> Client::GetServerMetadata() {
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  inference::ServerMetadataResponse resp;
+  const grpc::Status s = impl_->stubs[impl_->Pick()]->ServerMetadata(&ctx, {}, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  return ServerMetadata{resp.name(), resp.version(), {resp.extensions().begin(), resp.extensions().end()}};
+}
+
+absl::StatusOr<ModelMetadata> Client::GetModelMetadata(absl::string_view model, absl::string_view version) {
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  inference::ModelMetadataRequest req;
+  req.set_name(std::string(model));
+  req.set_version(std::string(version));
+  inference::ModelMetadataResponse resp;
+  const grpc::Status s = impl_->stubs[impl_->Pick()]->ModelMetadata(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  ModelMetadata m{resp.name(), {resp.versions().begin(), resp.versions().end()}, resp.platform(), {}, {}};
+  for (const auto& t : resp.inputs()) m.inputs.push_back(ToInfo(t));
+  for (const auto& t : resp.outputs()) m.outputs.push_back(ToInfo(t));
+  return m;
+}
+
+absl::StatusOr<HealthStatus> Client::Health(absl::string_view service) {
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(std::string(service));
+  grpc::health::v1::HealthCheckResponse resp;
+  const grpc::Status s = impl_->health[impl_->Pick()]->Check(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpc(s);
+  switch (resp.status()) {
+    case grpc::health::v1::HealthCheckResponse::SERVING: return HealthStatus::kServing;
+    case grpc::health::v1::HealthCheckResponse::NOT_SERVING: return HealthStatus::kNotServing;
+    case grpc::health::v1::HealthCheckResponse::SERVICE_UNKNOWN: return HealthStatus::kServiceUnknown;
+    default: return HealthStatus::kUnknown;
+  }
+}
+
+}  // namespace dytserve
