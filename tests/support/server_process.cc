@@ -1,0 +1,153 @@
+#include "support/server_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+
+namespace dytserve::testing {
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::string& binary,
+                                                                    std::vector<std::string> args,
+                                                                    absl::Duration timeout) {
+  auto server = std::unique_ptr<ServerProcess>(new ServerProcess());
+  char path[] = "/tmp/dytserve-test-stderr-XXXXXX";
+  const int err_fd = mkstemp(path);
+  if (err_fd < 0) return absl::InternalError("mkstemp failed");
+  server->stderr_path_ = path;
+  int out[2];
+  if (pipe(out) != 0) return absl::InternalError("pipe failed");
+
+  args.insert(args.begin(), binary);
+  args.push_back("--host=127.0.0.1");
+  args.push_back("--grpc_port=0");
+  args.push_back("--metrics_port=0");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
+    close(out[0]);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  close(err_fd);
+  server->pid_ = pid;
+
+  std::string line;
+  const absl::Time give_up = absl::Now() + timeout;
+  while (line.find('\n') == std::string::npos) {
+    const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(give_up - absl::Now()));
+    pollfd p{out[0], POLLIN, 0};
+    if (wait_ms <= 0 || poll(&p, 1, wait_ms) <= 0) {
+      close(out[0]);
+      return absl::DeadlineExceededError(absl::StrCat("server did not print its listening line; stderr:\n",
+                                                      server->Stderr()));
+    }
+    char buf[512];
+    const ssize_t n = read(out[0], buf, sizeof(buf));
+    if (n <= 0) {
+      close(out[0]);
+      return absl::UnavailableError(absl::StrCat("server exited before listening; stderr:\n", server->Stderr()));
+    }
+    line.append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  server->listening_line_ = line.substr(0, line.find('\n'));
+  for (absl::string_view field : absl::StrSplit(server->listening_line_, ' ')) {
+    if (absl::ConsumePrefix(&field, "grpc=")) server->grpc_address_ = std::string(field);
+    if (absl::ConsumePrefix(&field, "metrics=")) server->metrics_address_ = std::string(field);
+  }
+  if (server->grpc_address_.empty() || server->metrics_address_.empty()) {
+    return absl::InternalError(absl::StrCat("unexpected listening line: ", server->listening_line_));
+  }
+  return server;
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0 && exit_code_ < 0) Stop(SIGTERM);
+  if (!stderr_path_.empty()) unlink(stderr_path_.c_str());
+}
+
+std::string ServerProcess::Stderr() const {
+  std::ifstream in(stderr_path_);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool ServerProcess::Running() {
+  if (exit_code_ >= 0) return false;
+  int status = 0;
+  const pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == 0) return true;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return false;
+}
+
+int ServerProcess::Stop(int signal, absl::Duration grace) {
+  if (!Running()) return exit_code_;
+  kill(pid_, signal);
+  const absl::Time give_up = absl::Now() + grace;
+  while (absl::Now() < give_up) {
+    if (!Running()) return exit_code_;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  exit_code_ = 128 + SIGKILL;
+  return exit_code_;
+}
+
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad address ", address));
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, address.substr(0, colon).c_str(), &addr.sin_addr);
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", address));
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: ", address, "\r\n\r\n");
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) {
+    close(fd);
+    return absl::UnavailableError("send failed");
+  }
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  if (!absl::StartsWith(response, "HTTP/1.1 200") || body == std::string::npos) {
+    return absl::UnavailableError(absl::StrCat("GET ", path, ": ", response.substr(0, 64)));
+  }
+  return response.substr(body + 4);
+}
+
+}  // namespace dytserve::testing

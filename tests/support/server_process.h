@@ -1,0 +1,52 @@
+// Starts the real dytserve-server binary on loopback for a test and stops it.
+#ifndef DYTSERVE_TESTS_SUPPORT_SERVER_PROCESS_H_
+#define DYTSERVE_TESTS_SUPPORT_SERVER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace dytserve::testing {
+
+class ServerProcess {
+ public:
+  // Runs `binary` with `args` plus --host=127.0.0.1 --grpc_port=0
+  // --metrics_port=0, and waits for its "dytserve listening" line.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const std::string& binary,
+                                                              std::vector<std::string> args,
+                                                              absl::Duration timeout = absl::Seconds(120));
+  ~ServerProcess();  // Stop() if still running
+
+  const std::string& grpc_address() const { return grpc_address_; }
+  const std::string& metrics_address() const { return metrics_address_; }
+  const std::string& listening_line() const { return listening_line_; }
+  pid_t pid() const { return pid_; }
+
+  // Everything the server wrote to stderr so far.
+  std::string Stderr() const;
+  // Sends `signal`, waits up to `grace` for exit (then SIGKILL). Returns the
+  // exit code, or 128+signal when killed by a signal.
+  int Stop(int signal, absl::Duration grace = absl::Seconds(30));
+  bool Running();
+
+ private:
+  ServerProcess() = default;
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+  std::string stderr_path_;
+  std::string grpc_address_;
+  std::string metrics_address_;
+  std::string listening_line_;
+};
+
+// GET http://address/path; the body, or an error.
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path);
+
+}  // namespace dytserve::testing
+
+#endif  // DYTSERVE_TESTS_SUPPORT_SERVER_PROCESS_H_

@@ -1,0 +1,148 @@
+#include "server/core/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+
+namespace dytserve {
+namespace {
+
+// Records how it was completed; the test owns the counters.
+class FakeTask : public BatchTask {
+ public:
+  FakeTask(int64_t rows, std::vector<absl::StatusCode>* log, absl::Mutex* mu,
+           absl::Time deadline = absl::InfiniteFuture())
+      : rows_(rows), log_(log), mu_(mu), deadline_(deadline) {}
+  int64_t rows() const override { return rows_; }
+  absl::Time deadline() const override { return deadline_; }
+  bool IsCancelled() const override { return cancelled; }
+  void Complete(absl::Status status) override {
+    absl::MutexLock lock(mu_);
+    log_->push_back(status.code());
+  }
+  bool cancelled = false;
+
+ private:
+  int64_t rows_;
+  std::vector<absl::StatusCode>* log_;
+  absl::Mutex* mu_;
+  absl::Time deadline_;
+};
+
+TEST(Batcher, FullBatchGoesOutWithoutWaitingForTheDelay) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::vector<int64_t> batch_rows;
+  absl::Notification ran;
+  Batcher::Options options;
+  options.max_batch_size = 4;
+  options.max_queue_delay = absl::Hours(1);  // only a full batch can leave
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    int64_t rows = 0;
+    for (auto& t : batch) {
+      rows += t->rows();
+      t->Complete(absl::OkStatus());
+    }
+    batch_rows.push_back(rows);
+    ran.Notify();
+  });
+  for (int64_t rows : {1, 2, 1}) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(rows, &log, &mu);
+    ASSERT_TRUE(batcher.Schedule(&task).ok());
+    EXPECT_EQ(task, nullptr) << "Schedule took ownership";
+  }
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(batch_rows, std::vector<int64_t>{4});
+}
+
+TEST(Batcher, RefusedTaskStaysWithTheCaller) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  absl::Notification release;
+  absl::Notification started;
+  Batcher::Options options;
+  options.max_batch_size = 1;
+  options.max_queue_size = 1;
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    if (!started.HasBeenNotified()) started.Notify();
+    release.WaitForNotification();
+    for (auto& t : batch) t->Complete(absl::OkStatus());
+  });
+  std::unique_ptr<BatchTask> first = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&first).ok());
+  started.WaitForNotification();  // the batch thread now holds `first`
+  std::unique_ptr<BatchTask> second = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&second).ok());  // queued
+  std::unique_ptr<BatchTask> third = std::make_unique<FakeTask>(1, &log, &mu);
+  absl::Status full = batcher.Schedule(&third);
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(third, nullptr) << "a refused task is not taken";
+  std::unique_ptr<BatchTask> too_big = std::make_unique<FakeTask>(2, &log, &mu);
+  EXPECT_EQ(batcher.Schedule(&too_big).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_big, nullptr);
+  release.Notify();
+  batcher.Shutdown();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(log.size(), 2u) << "first and second completed exactly once, refused ones never";
+}
+
+TEST(Batcher, ShutdownCompletesQueuedTasksWithUnavailable) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  Batcher::Options options;
+  options.max_batch_size = 8;
+  options.max_queue_delay = absl::Hours(1);
+  std::atomic<int> batches{0};
+  auto batcher = std::make_unique<Batcher>(options, [&](Batcher::Batch batch) {
+    ++batches;
+    for (auto& t : batch) t->Complete(absl::OkStatus());
+  });
+  for (int i = 0; i < 3; ++i) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(1, &log, &mu);
+    ASSERT_TRUE(batcher->Schedule(&task).ok());
+  }
+  batcher->Shutdown();
+  std::unique_ptr<BatchTask> late = std::make_unique<FakeTask>(1, &log, &mu);
+  EXPECT_EQ(batcher->Schedule(&late).code(), absl::StatusCode::kUnavailable);
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(batches.load(), 0);
+  EXPECT_EQ(log, std::vector<absl::StatusCode>(3, absl::StatusCode::kUnavailable));
+}
+
+TEST(Batcher, ExpiredAndCancelledTasksAreDroppedBeforeTheBatch) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::atomic<int> computed{0};
+  absl::Notification ran;
+  Batcher::Options options;
+  options.max_batch_size = 3;
+  options.max_queue_delay = absl::Hours(1);
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    for (auto& t : batch) {
+      ++computed;
+      t->Complete(absl::OkStatus());
+    }
+    ran.Notify();
+  });
+  auto expired = std::make_unique<FakeTask>(1, &log, &mu, absl::InfinitePast());
+  auto cancelled = std::make_unique<FakeTask>(1, &log, &mu);
+  cancelled->cancelled = true;
+  std::unique_ptr<BatchTask> a = std::move(expired), b = std::move(cancelled),
+                             c = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&a).ok());
+  ASSERT_TRUE(batcher.Schedule(&b).ok());
+  ASSERT_TRUE(batcher.Schedule(&c).ok());
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  batcher.Shutdown();
+  EXPECT_EQ(computed.load(), 1);
+  absl::MutexLock lock(&mu);
+  std::sort(log.begin(), log.end());
+  EXPECT_EQ(log, (std::vector<absl::StatusCode>{absl::StatusCode::kOk, absl::StatusCode::kCancelled,
+                                                absl::StatusCode::kDeadlineExceeded}));
+}
+
+}  // namespace
+}  // namespace dytserve
