@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job: set up, build, export the default model repository (LN and DyT
+# ViTs trained on digits, RMSNorm and DyT decoders) and run dytserve-server on
+# CPU. Extra arguments go to the server (e.g. --grpc_port=0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+BUILD_DIR=${BUILD_DIR:-build}
+/usr/bin/python3 models/export_repository.py --out "$BUILD_DIR/repository"
+exec "$BUILD_DIR/server/dytserve-server" --model_repository="$BUILD_DIR/repository" \
+  --grpc_port="${GRPC_PORT:-8001}" --metrics_port="${METRICS_PORT:-8002}" "$@"
