@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,12 +39,36 @@ ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC request or response, in MiB");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads for the whole process; 0 keeps LibTorch's default");
 ABSL_FLAG(std::string, latency_buckets, "",
           "Comma-separated histogram bucket bounds in seconds for latency metrics; empty keeps the defaults");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain; with --tls_key_file, gRPC is served over TLS");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
 
 namespace dytserve {
 namespace {
 
 constexpr char kVersion[] = "0.1.0";
+
+absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) return absl::NotFoundError(absl::StrCat(flag, "=", path, ": cannot be read or is empty"));
+  return text.str();
+}
+
+// Insecure unless both TLS files are given; one without the other is an error.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert_file), key = absl::GetFlag(FLAGS_tls_key_file);
+  if (cert.empty() && key.empty()) return grpc::InsecureServerCredentials();
+  if (cert.empty() || key.empty()) return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together");
+  absl::StatusOr<std::string> cert_pem = ReadFile("--tls_cert_file", cert);
+  if (!cert_pem.ok()) return cert_pem.status();
+  absl::StatusOr<std::string> key_pem = ReadFile("--tls_key_file", key);
+  if (!key_pem.ok()) return key_pem.status();
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back({*key_pem, *cert_pem});
+  return grpc::SslServerCredentials(options);
+}
 
 int Fail(const std::string& message) {
   LogError(message);
@@ -81,6 +107,9 @@ int Run() {
     }
   }
 
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = ServerCredentials();
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+
   // Handle SIGINT/SIGTERM on this thread only: block them before any other
   // thread exists so that every thread inherits the mask.
   sigset_t signals;
@@ -113,7 +142,7 @@ int Run() {
   InferenceService service(&engine);
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(HostPort(host, grpc_port), grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(HostPort(host, grpc_port), *credentials, &bound_port);
   builder.RegisterService(&service);
   const int max_bytes = absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024;
   builder.SetMaxReceiveMessageSize(max_bytes);

@@ -1,9 +1,31 @@
 #include "server/core/inference_engine.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
 namespace dytserve {
+namespace {
+
+// The effective deadline is the earliest of the call's own deadline, the
+// model's default_timeout_us and the request's "timeout_us" parameter: a
+// request may shorten its time, never lengthen it past the model's default.
+absl::Status ApplyTimeout(const inference::ModelInferRequest& request, const ModelSpec& spec, absl::Time received,
+                          absl::Time* deadline) {
+  const uint64_t default_us = spec.config.dynamic_batching().default_timeout_us();
+  if (default_us > 0) *deadline = std::min(*deadline, received + absl::Microseconds(default_us));
+  auto it = request.parameters().find("timeout_us");
+  if (it == request.parameters().end()) return absl::OkStatus();
+  if (it->second.parameter_choice_case() != inference::InferParameter::kInt64Param ||
+      it->second.int64_param() <= 0) {
+    return absl::InvalidArgumentError("parameter 'timeout_us' must be a positive int64_param");
+  }
+  *deadline = std::min(*deadline, received + absl::Microseconds(it->second.int64_param()));
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 InferenceEngine::InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository,
                                  size_t failed_models)
@@ -25,6 +47,10 @@ absl::Status InferenceEngine::Submit(const inference::ModelInferRequest& request
     model.metrics()->RecordRequest(decoded.status().code(), absl::ToDoubleSeconds(absl::Now() - received));
     return absl::Status(decoded.status().code(),
                         absl::StrCat("model '", model.spec().name, "': ", decoded.status().message()));
+  }
+  if (absl::Status s = ApplyTimeout(request, model.spec(), received, &call.deadline); !s.ok()) {
+    model.metrics()->RecordRequest(s.code(), 0);
+    return s;
   }
   if (call.deadline <= received) {
     model.metrics()->RecordRequest(absl::StatusCode::kDeadlineExceeded, 0);

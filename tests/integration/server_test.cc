@@ -223,6 +223,10 @@ INSTANTIATE_TEST_SUITE_P(
                   grpc::INVALID_ARGUMENT, "has 1 values, the shape needs 128"},
         ErrorCase{"batch_too_large", [](auto* r) { r->mutable_inputs(0)->set_shape(0, 65); r->mutable_raw_input_contents(0)->resize(65 * 256); },
                   grpc::INVALID_ARGUMENT, "exceeds max_batch_size 64"},
+        ErrorCase{"timeout_param_type", [](auto* r) { (*r->mutable_parameters())["timeout_us"].set_string_param("5"); },
+                  grpc::INVALID_ARGUMENT, "'timeout_us' must be a positive int64_param"},
+        ErrorCase{"timeout_param_passed", [](auto* r) { (*r->mutable_parameters())["timeout_us"].set_int64_param(1); },
+                  grpc::DEADLINE_EXCEEDED, "deadline passed"},
         ErrorCase{"unknown_output", [](auto* r) { r->add_outputs()->set_name("probs"); }, grpc::INVALID_ARGUMENT,
                   "requested output 'probs'"}),
     [](const auto& info) { return std::string(info.param.label); });
