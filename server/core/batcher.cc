@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 
 namespace dytserve {
 
@@ -29,7 +28,7 @@ absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task) {
   }
   queued_rows_ += rows;
   queue_.push_back(std::move(*task));
-  enqueued_at_.push_back(absl::Now());
+  enqueued_at_.push_back(options_.clock->Now());
   return absl::OkStatus();
 }
 
@@ -49,7 +48,7 @@ bool Batcher::BatchReady() const {
   if (queued_rows_ >= options_.max_batch_size) return true;
   const auto& preferred = options_.preferred_batch_sizes;
   if (std::find(preferred.begin(), preferred.end(), queued_rows_) != preferred.end()) return true;
-  return absl::Now() >= enqueued_at_.front() + options_.max_queue_delay;
+  return options_.clock->Now() >= enqueued_at_.front() + options_.max_queue_delay;
 }
 
 void Batcher::Loop() {
@@ -63,9 +62,11 @@ void Batcher::Loop() {
       if (stopping_) return;
       // Wait for the batch to fill, but never past the oldest task's delay.
       const absl::Time flush_at = enqueued_at_.front() + options_.max_queue_delay;
-      mu_.AwaitWithDeadline(
-          absl::Condition(+[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->BatchReady(); }, this),
-          flush_at);
+      if (!BatchReady()) {
+        options_.clock->AwaitWithDeadline(
+            &mu_, absl::Condition(+[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->BatchReady(); }, this),
+            flush_at);
+      }
       if (stopping_) return;
       int64_t rows = 0;
       while (!queue_.empty() &&
@@ -80,7 +81,7 @@ void Batcher::Loop() {
     }
 
     // Drop what can no longer be answered usefully before spending compute on it.
-    const absl::Time now = absl::Now();
+    const absl::Time now = options_.clock->Now();
     Batch live;
     for (std::unique_ptr<BatchTask>& task : batch) {
       if (task->IsCancelled()) {

@@ -25,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/core/clock.h"
 
 namespace dytserve {
 
@@ -48,6 +49,8 @@ class Batcher {
     absl::Duration max_queue_delay = absl::ZeroDuration();
     // Tasks waiting; 0 means unbounded.
     size_t max_queue_size = 0;
+    // Not owned; must outlive the batcher. Tests pass a FakeClock.
+    Clock* clock = RealClock::Get();
   };
   using Batch = std::vector<std::unique_ptr<BatchTask>>;
   // Runs on the batch thread; must complete every task it is given.

@@ -144,5 +144,106 @@ TEST(Batcher, ExpiredAndCancelledTasksAreDroppedBeforeTheBatch) {
                                                 absl::StatusCode::kDeadlineExceeded}));
 }
 
+// Queue delay on a FakeClock: nothing sleeps, time moves only when told.
+TEST(Batcher, PartialBatchLeavesExactlyWhenTheOldestTaskHasWaitedTheDelay) {
+  FakeClock clock;
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::atomic<int> batches{0};
+  std::atomic<int64_t> rows_seen{0};
+  absl::Notification ran;
+  Batcher::Options options;
+  options.max_batch_size = 8;
+  options.max_queue_delay = absl::Milliseconds(10);
+  options.clock = &clock;
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    for (auto& t : batch) {
+      rows_seen += t->rows();
+      t->Complete(absl::OkStatus());
+    }
+    ++batches;
+    ran.Notify();
+  });
+  std::unique_ptr<BatchTask> a = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&a).ok());
+  clock.WaitForWaiters(1);  // the batch thread waits for more rows or the delay
+  clock.Advance(absl::Milliseconds(4));
+  std::unique_ptr<BatchTask> b = std::make_unique<FakeTask>(2, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&b).ok());
+  clock.Advance(absl::Milliseconds(5));  // 9 ms after the first task
+  EXPECT_EQ(batches.load(), 0) << "left before the delay";
+  clock.Advance(absl::Milliseconds(1));  // 10 ms: the oldest task's delay is up
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(batches.load(), 1);
+  EXPECT_EQ(rows_seen.load(), 3);
+}
+
+TEST(Batcher, PreferredSizeLeavesAtOnce) {
+  FakeClock clock;
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::vector<int64_t> sizes;
+  absl::Notification ran;
+  Batcher::Options options;
+  options.max_batch_size = 16;
+  options.preferred_batch_sizes = {4};
+  options.max_queue_delay = absl::Hours(1);
+  options.clock = &clock;
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    int64_t rows = 0;
+    for (auto& t : batch) {
+      rows += t->rows();
+      t->Complete(absl::OkStatus());
+    }
+    sizes.push_back(rows);
+    ran.Notify();
+  });
+  for (int64_t rows : {1, 3}) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(rows, &log, &mu);
+    ASSERT_TRUE(batcher.Schedule(&task).ok());
+  }
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30))) << "no clock advance was needed";
+  EXPECT_EQ(sizes, std::vector<int64_t>{4});
+}
+
+TEST(Batcher, RowsNeverExceedMaxBatchSize) {
+  FakeClock clock;
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::vector<int64_t> sizes;
+  std::atomic<int> batches{0};
+  Batcher::Options options;
+  options.max_batch_size = 4;
+  options.max_queue_delay = absl::Milliseconds(1);
+  options.clock = &clock;
+  absl::Mutex sizes_mu;
+  auto batcher = std::make_unique<Batcher>(options, [&](Batcher::Batch batch) {
+    int64_t rows = 0;
+    for (auto& t : batch) {
+      rows += t->rows();
+      t->Complete(absl::OkStatus());
+    }
+    absl::MutexLock lock(&sizes_mu);
+    sizes.push_back(rows);
+    ++batches;
+  });
+  for (int64_t rows : {3, 3, 2, 4}) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(rows, &log, &mu);
+    ASSERT_TRUE(batcher->Schedule(&task).ok());
+  }
+  while (batches.load() < 4) {  // [3] [3] [2] [4]: FIFO, never past 4 rows
+    clock.Advance(absl::Milliseconds(1));
+    absl::MutexLock lock(&sizes_mu);
+    sizes_mu.AwaitWithTimeout(absl::Condition(+[](std::atomic<int>* b) { return b->load() >= 4; }, &batches),
+                              absl::Milliseconds(50));
+  }
+  batcher->Shutdown();
+  absl::MutexLock lock(&sizes_mu);
+  for (int64_t size : sizes) EXPECT_LE(size, 4);
+  int64_t total = 0;
+  for (int64_t size : sizes) total += size;
+  EXPECT_EQ(total, 12);
+}
+
 }  // namespace
 }  // namespace dytserve
