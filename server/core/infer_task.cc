@@ -1,5 +1,6 @@
 #include "server/core/infer_task.h"
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -42,38 +43,108 @@ void InferTask::Complete(absl::Status status) {
 
 namespace {
 
-// Tasks whose inputs can share one forward pass: same non-batch dims.
+// Tasks that can share one forward pass get the same key: equal non-batch
+// shapes, or with ragged batching equal fixed dims and the same length bucket.
 using ShapeKey = std::vector<std::vector<int64_t>>;
 
-ShapeKey KeyOf(const DecodedRequest& request) {
+ShapeKey KeyOf(const ModelSpec& spec, const DecodedRequest& request) {
   ShapeKey key;
-  for (const at::Tensor& t : request.inputs) {
-    auto sizes = t.sizes();
-    key.emplace_back(sizes.begin() + (sizes.empty() ? 0 : 1), sizes.end());
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    if (spec.inputs[i].generated()) continue;
+    auto sizes = request.inputs[i].sizes();
+    std::vector<int64_t> dims(sizes.begin() + 1, sizes.end());
+    if (spec.ragged_batching) {
+      for (size_t d = 0; d < dims.size(); ++d) {
+        if (spec.inputs[i].dims[d] != -1) continue;
+        dims[d] = spec.length_bucket > 0 ? -1 - (dims[d] - 1) / spec.length_bucket : -1;
+      }
+    }
+    key.push_back(std::move(dims));
   }
   return key;
 }
 
-void RunGroup(Model& model, ModelMetrics& metrics, const std::vector<InferTask*>& tasks, bool batched) {
+// The first variable dim of `spec`'s input `index` (without the batch dim).
+int FirstVariableDim(const TensorSpec& input) {
+  for (size_t d = 0; d < input.dims.size(); ++d) {
+    if (input.dims[d] == -1) return static_cast<int>(d);
+  }
+  return -1;
+}
+
+// Builds the batch's value of input `i`: the tasks' tensors, padded on the
+// right to the longest of each dim with the input's pad value, stacked along
+// dim 0. Generated masks are built from the input they mask.
+at::Tensor AssembleInput(const ModelSpec& spec, size_t i, const std::vector<InferTask*>& tasks, int64_t rows) {
+  const TensorSpec& input = spec.inputs[i];
+  if (input.generated()) {
+    const int var = FirstVariableDim(spec.inputs[input.mask_of]);
+    int64_t longest = 0;
+    for (InferTask* t : tasks) longest = std::max(longest, t->request().inputs[input.mask_of].size(var + 1));
+    at::Tensor mask = at::zeros({rows, longest}, at::TensorOptions().dtype(ScalarTypeOf(input.type)));
+    int64_t offset = 0;
+    for (InferTask* t : tasks) {
+      mask.narrow(0, offset, t->rows()).narrow(1, 0, t->request().inputs[input.mask_of].size(var + 1)).fill_(1);
+      offset += t->rows();
+    }
+    return mask;
+  }
+  if (tasks.size() == 1) return tasks[0]->request().inputs[i];
+  std::vector<int64_t> shape = tasks[0]->request().inputs[i].sizes().vec();
+  bool ragged = false;
+  for (InferTask* t : tasks) {
+    const at::Tensor& x = t->request().inputs[i];
+    for (int64_t d = 1; d < x.dim(); ++d) {
+      ragged |= x.size(d) != shape[d];
+      shape[d] = std::max(shape[d], x.size(d));
+    }
+  }
+  std::vector<at::Tensor> parts;
+  for (InferTask* t : tasks) parts.push_back(t->request().inputs[i]);
+  if (!ragged) return at::cat(parts, 0);
+  shape[0] = rows;
+  at::Tensor batch = at::full(shape, input.pad_value, parts[0].options());
+  int64_t offset = 0;
+  for (const at::Tensor& x : parts) {
+    at::Tensor region = batch.narrow(0, offset, x.size(0));
+    for (int64_t d = 1; d < x.dim(); ++d) region = region.narrow(d, 0, x.size(d));
+    region.copy_(x);
+    offset += x.size(0);
+  }
+  return batch;
+}
+
+// Task `t`'s part of a batch output: its rows, and for outputs that follow a
+// variable input dim, only its own length.
+at::Tensor OutputPart(const TensorSpec& output, const at::Tensor& full, const InferTask& t, int64_t offset,
+                      bool shared) {
+  at::Tensor part = shared ? full.narrow(0, offset, t.rows()) : full;
+  if (output.follows_input >= 0) {
+    const int64_t length = t.request().inputs[output.follows_input].size(output.follows_input_dim + 1);
+    part = part.narrow(output.follows_output_dim + 1, 0, length);
+  }
+  return part;
+}
+
+void RunGroup(Model& model, ModelMetrics& metrics, const std::vector<InferTask*>& tasks) {
+  const ModelSpec& spec = model.spec();
   const absl::Time start = absl::Now();
   for (InferTask* t : tasks) metrics.RecordQueue(absl::ToDoubleSeconds(start - t->received_at()));
 
-  std::vector<at::Tensor> inputs;
   int64_t rows = 0;
   for (InferTask* t : tasks) rows += t->rows();
-  if (tasks.size() == 1) {
-    inputs = tasks[0]->request().inputs;
-  } else {
-    for (size_t i = 0; i < tasks[0]->request().inputs.size(); ++i) {
-      std::vector<at::Tensor> parts;
-      for (InferTask* t : tasks) parts.push_back(t->request().inputs[i]);
-      inputs.push_back(at::cat(parts, 0));
-    }
+  std::vector<at::Tensor> inputs;
+  absl::Status status;
+  try {
+    for (size_t i = 0; i < spec.inputs.size(); ++i) inputs.push_back(AssembleInput(spec, i, tasks, rows));
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("assembling the batch failed: ", e.what()));
   }
 
-  absl::StatusOr<std::vector<at::Tensor>> outputs = model.Forward(inputs);
-  absl::Status status = outputs.status();
-  if (status.ok() && batched) {
+  absl::StatusOr<std::vector<at::Tensor>> outputs =
+      status.ok() ? model.Forward(inputs) : absl::StatusOr<std::vector<at::Tensor>>(status);
+  status = outputs.status();
+  if (status.ok() && spec.batched()) {
     for (const at::Tensor& out : *outputs) {
       if (out.dim() == 0 || out.size(0) != rows) {
         status = absl::InternalError(absl::StrCat("the model returned ", out.dim() == 0 ? 0 : out.size(0),
@@ -93,9 +164,8 @@ void RunGroup(Model& model, ModelMetrics& metrics, const std::vector<InferTask*>
   for (InferTask* t : tasks) {
     absl::Status s;
     for (int index : t->request().outputs) {
-      const at::Tensor& full = (*outputs)[index];
-      const at::Tensor part = batched && tasks.size() > 1 ? full.narrow(0, offset, t->rows()) : full;
-      s = AppendRawOutput(model.spec().outputs[index].name, part, t->response());
+      const at::Tensor part = OutputPart(spec.outputs[index], (*outputs)[index], *t, offset, tasks.size() > 1);
+      s = AppendRawOutput(spec.outputs[index].name, part, t->response());
       if (!s.ok()) break;
     }
     offset += t->rows();
@@ -110,17 +180,17 @@ void RunGroup(Model& model, ModelMetrics& metrics, const std::vector<InferTask*>
 void RunInferBatch(Model& model, ModelMetrics& metrics, Batcher::Batch batch) {
   // Every task a model's batcher holds is an InferTask: the engine is the only
   // producer.
-  const bool batched = model.spec().batched();
+  const ModelSpec& spec = model.spec();
+  if (!spec.batched()) {
+    for (auto& task : batch) RunGroup(model, metrics, {static_cast<InferTask*>(task.get())});
+    return;
+  }
   std::map<ShapeKey, std::vector<InferTask*>> groups;
   for (auto& task : batch) {
     auto* t = static_cast<InferTask*>(task.get());
-    groups[batched ? KeyOf(t->request()) : ShapeKey{}].push_back(t);
-    if (!batched) {
-      RunGroup(model, metrics, {t}, false);
-      groups.clear();
-    }
+    groups[KeyOf(spec, t->request())].push_back(t);
   }
-  for (auto& [key, tasks] : groups) RunGroup(model, metrics, tasks, true);
+  for (auto& [key, tasks] : groups) RunGroup(model, metrics, tasks);
 }
 
 }  // namespace dytserve

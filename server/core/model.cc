@@ -106,7 +106,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
     for (size_t i = 0; i < shape.size(); ++i) {
       if (shape[i] == -1) shape[i] = (spec.batched() && i == 0) ? rows : kSampleVariableDim;
     }
-    sample.push_back(at::zeros(shape, at::TensorOptions().dtype(ScalarTypeOf(in.type))));
+    // A mask marks every sample position as real.
+    sample.push_back(in.generated() ? at::ones(shape, at::TensorOptions().dtype(ScalarTypeOf(in.type)))
+                                    : at::zeros(shape, at::TensorOptions().dtype(ScalarTypeOf(in.type))));
   }
   absl::StatusOr<std::vector<at::Tensor>> outputs = model->Forward(sample);
   if (!outputs.ok()) {

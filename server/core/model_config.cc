@@ -79,6 +79,63 @@ absl::Status CheckDevice(absl::string_view model, absl::string_view device) {
                     absl::StrCat("'", device, "' is not one of cpu, cuda:N, auto"));
 }
 
+bool HasVariableDim(const TensorSpec& t) {
+  for (int64_t d : t.dims) {
+    if (d == -1) return true;
+  }
+  return false;
+}
+
+// Resolves mask_of and follows, which name other tensors of the config.
+absl::Status LinkRaggedTensors(const v1::ModelConfig& config, ModelSpec* spec) {
+  const std::string& model = spec->name;
+  auto input_index = [spec](const std::string& name) {
+    for (size_t i = 0; i < spec->inputs.size(); ++i) {
+      if (spec->inputs[i].name == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  for (int i = 0; i < config.input_size(); ++i) {
+    const std::string& of = config.input(i).mask_of();
+    if (of.empty()) continue;
+    const std::string field = absl::StrCat("input[", i, "] '", config.input(i).name(), "'.mask_of");
+    const int target = input_index(of);
+    if (target < 0 || target == i || !config.input(target).mask_of().empty()) {
+      return FieldError(model, field, absl::StrCat("'", of, "' is not another ordinary input"));
+    }
+    if (!HasVariableDim(spec->inputs[target])) {
+      return FieldError(model, field, absl::StrCat("input '", of, "' has no variable (-1) dimension to mask"));
+    }
+    if (!spec->batched()) return FieldError(model, field, "needs max_batch_size > 0");
+    if (spec->inputs[i].dims != std::vector<int64_t>{-1}) {
+      return FieldError(model, absl::StrCat("input[", i, "] '", config.input(i).name(), "'.dims"),
+                        "a mask input must have dims [-1]");
+    }
+    spec->inputs[i].mask_of = target;
+  }
+  for (int o = 0; o < config.output_size(); ++o) {
+    if (!config.output(o).has_follows()) continue;
+    const auto& f = config.output(o).follows();
+    const std::string field = absl::StrCat("output[", o, "] '", config.output(o).name(), "'.follows");
+    const int target = input_index(f.input());
+    if (target < 0 || spec->inputs[target].generated()) {
+      return FieldError(model, field, absl::StrCat("'", f.input(), "' is not an ordinary input"));
+    }
+    const TensorSpec& in = spec->inputs[target];
+    if (f.input_dim() >= in.dims.size() || in.dims[f.input_dim()] != -1) {
+      return FieldError(model, field, absl::StrCat("input_dim ", f.input_dim(), " is not a variable dim of '", f.input(), "'"));
+    }
+    TensorSpec& out = spec->outputs[o];
+    if (f.output_dim() >= out.dims.size() || out.dims[f.output_dim()] != -1) {
+      return FieldError(model, field, absl::StrCat("output_dim ", f.output_dim(), " is not a variable dim of this output"));
+    }
+    out.follows_input = target;
+    out.follows_input_dim = static_cast<int>(f.input_dim());
+    out.follows_output_dim = static_cast<int>(f.output_dim());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::vector<int64_t> ModelSpec::WireShape(const TensorSpec& spec) const {
@@ -139,6 +196,13 @@ absl::StatusOr<ModelSpec> BuildModelSpec(v1::ModelConfig config, absl::string_vi
   absl::StatusOr<std::vector<TensorSpec>> outputs = BuildTensors(config.output(), model, "output");
   if (!outputs.ok()) return outputs.status();
   spec.outputs = *std::move(outputs);
+
+  if (absl::Status s = LinkRaggedTensors(config, &spec); !s.ok()) return s;
+  spec.ragged_batching = config.dynamic_batching().ragged_batching();
+  spec.length_bucket = config.dynamic_batching().length_bucket();
+  if (spec.ragged_batching && !spec.batched()) {
+    return FieldError(model, "dynamic_batching.ragged_batching", "needs max_batch_size > 0");
+  }
 
   for (int size : config.dynamic_batching().preferred_batch_sizes()) {
     if (size <= 0 || size > config.max_batch_size()) {

@@ -20,7 +20,8 @@ namespace dytserve {
 
 struct DecodedRequest {
   // One tensor per config input, in the config's order (the model's
-  // positional argument order).
+  // positional argument order). Generated inputs (masks) are left undefined
+  // here and built with the batch.
   std::vector<at::Tensor> inputs;
   // Rows along the batch dimension; 1 for models without one.
   int64_t rows = 1;

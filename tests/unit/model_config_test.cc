@@ -81,6 +81,30 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"device", "instance_group { device: \"tpu\" }\n" + kIo, "instance_group.device"},
         ErrorCase{"versions", "version_policy { specific { versions: -3 } }\n" + kIo,
                   "version_policy.specific.versions"},
+        ErrorCase{"mask_of_unknown",
+                  R"pb(max_batch_size: 2
+                       input { name: "ids" data_type: TYPE_INT64 dims: [ -1 ] }
+                       input { name: "mask" data_type: TYPE_INT64 dims: [ -1 ] mask_of: "nope" }
+                       output { name: "y" data_type: TYPE_FP32 dims: [ -1 ] })pb",
+                  "input[1] 'mask'.mask_of: 'nope' is not another ordinary input"},
+        ErrorCase{"mask_of_fixed",
+                  R"pb(max_batch_size: 2
+                       input { name: "ids" data_type: TYPE_INT64 dims: [ 4 ] }
+                       input { name: "mask" data_type: TYPE_INT64 dims: [ -1 ] mask_of: "ids" }
+                       output { name: "y" data_type: TYPE_FP32 dims: [ -1 ] })pb",
+                  "has no variable (-1) dimension to mask"},
+        ErrorCase{"follows_fixed_dim",
+                  R"pb(max_batch_size: 2
+                       input { name: "ids" data_type: TYPE_INT64 dims: [ -1 ] }
+                       output {
+                         name: "y"
+                         data_type: TYPE_FP32
+                         dims: [ -1, 8 ]
+                         follows { input: "ids" input_dim: 0 output_dim: 1 }
+                       })pb",
+                  "output[0] 'y'.follows: output_dim 1 is not a variable dim"},
+        ErrorCase{"ragged_unbatched", "dynamic_batching { ragged_batching: true }\n" + kIo,
+                  "dynamic_batching.ragged_batching"},
         ErrorCase{"latest_zero", "version_policy { latest { num_versions: 0 } }\n" + kIo,
                   "version_policy.latest.num_versions"}),
     [](const auto& info) { return std::string(info.param.label); });
