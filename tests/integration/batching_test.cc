@@ -1,0 +1,107 @@
+// Batching never changes a result: hundreds of concurrent requests of mixed
+// row counts and sequence lengths, each compared with the same request served
+// alone, against the real server and the default repository.
+#include <signal.h>
+
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "dytserve/client.h"
+#include "dytserve/inputs.h"
+#include "support/server_process.h"
+
+namespace dytserve {
+namespace {
+
+using testing::ServerProcess;
+
+struct Request {
+  std::string model;
+  std::vector<Tensor> inputs;
+  std::vector<float> alone;
+};
+
+double Metric(const std::string& body, const std::string& series) {
+  const size_t at = body.find(series + " ");
+  return at == std::string::npos ? -1 : std::stod(body.substr(at + series.size() + 1));
+}
+
+TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO)});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  options.default_deadline = absl::Seconds(120);
+  std::unique_ptr<Client> client = *Client::Create(options);
+
+  std::mt19937_64 rng(2024);
+  std::vector<Request> requests;
+  for (const std::string model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
+    const bool decoder = model.rfind("llama", 0) == 0;
+    const ModelMetadata metadata = *client->GetModelMetadata(model);
+    for (int i = 0; i < 60; ++i) {
+      GenerateOptions g;
+      g.rows = decoder ? 1 + static_cast<int64_t>(rng() % 2) : 1 + static_cast<int64_t>(rng() % 3);
+      g.seq_len = 1 + static_cast<int64_t>(rng() % 40);
+      g.int_high = 256;
+      requests.push_back({model, *GenerateInputs(metadata, g, &rng), {}});
+    }
+  }
+  // Alone: one request in flight at a time, so each forms its own batch.
+  for (Request& r : requests) {
+    absl::StatusOr<InferResult> result = client->Infer(r.model, r.inputs);
+    ASSERT_TRUE(result.ok()) << result.status();
+    r.alone = *result->outputs[0].As<float>();
+  }
+  absl::StatusOr<std::string> before = testing::HttpGet((*server)->metrics_address(), "/metrics");
+  ASSERT_TRUE(before.ok());
+
+  // Together: everything in flight at once.
+  absl::Mutex mu;
+  std::vector<absl::StatusOr<InferResult>> together(requests.size(), absl::UnknownError("pending"));
+  absl::BlockingCounter pending(static_cast<int>(requests.size()));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    client->InferAsync(requests[i].model, requests[i].inputs, {}, [&, i](absl::StatusOr<InferResult> result) {
+      {
+        absl::MutexLock lock(&mu);
+        together[i] = std::move(result);
+      }
+      pending.DecrementCount();
+    });
+  }
+  pending.Wait();
+
+  double worst = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(together[i].ok()) << requests[i].model << ": " << together[i].status();
+    const std::vector<float> got = *together[i]->outputs[0].As<float>();
+    ASSERT_EQ(got.size(), requests[i].alone.size()) << requests[i].model << " request " << i;
+    for (size_t j = 0; j < got.size(); ++j) worst = std::max(worst, std::abs(double(got[j]) - requests[i].alone[j]));
+  }
+  EXPECT_LE(worst, 1e-5);
+  std::printf("max abs diff batched vs alone: %.3g over %zu requests\n", worst, requests.size());
+
+  // The server formed batches of several requests: fewer forward passes than requests.
+  absl::StatusOr<std::string> after = testing::HttpGet((*server)->metrics_address(), "/metrics");
+  ASSERT_TRUE(after.ok());
+  double executions = 0, served = 0;
+  for (const std::string model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
+    const std::string labels = absl::StrCat("{model=\"", model, "\",version=\"1\"}");
+    executions += Metric(*after, "dytserve_batch_executions_total" + labels) -
+                  Metric(*before, "dytserve_batch_executions_total" + labels);
+    const std::string ok = absl::StrCat("dytserve_requests_total{code=\"OK\",model=\"", model, "\",version=\"1\"}");
+    served += Metric(*after, ok) - Metric(*before, ok);
+  }
+  EXPECT_EQ(served, static_cast<double>(requests.size()));
+  EXPECT_LT(executions, served) << "no batch held more than one request";
+  std::printf("%g requests in %g forward passes\n", served, executions);
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace dytserve
