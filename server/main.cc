@@ -1,6 +1,10 @@
 // dytserve-server: flags, wiring, signals. Everything with behaviour lives in
 // core/ (engine), grpc/ (transport) and metrics/.
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +12,7 @@
 #include <sstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -22,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "server/core/inference_engine.h"
 #include "server/core/log.h"
@@ -47,6 +53,16 @@ namespace dytserve {
 namespace {
 
 constexpr char kVersion[] = "0.1.0";
+
+int g_signal_pipe[2] = {-1, -1};
+
+// Async-signal-safe: only write(2). A second signal while shutting down is
+// written too and never read: the graceful shutdown already under way goes on.
+void OnSignal(int signal_number) {
+  const int saved = errno;
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &signal_number, sizeof(signal_number));
+  errno = saved;
+}
 
 absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string& path) {
   std::ifstream in(path);
@@ -110,14 +126,17 @@ int Run() {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = ServerCredentials();
   if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
 
-  // Handle SIGINT/SIGTERM on this thread only: block them before any other
-  // thread exists so that every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A handler, not a blocked mask + sigwait: threads that gRPC starts during
+  // static initialisation do not inherit a mask set in main(), and a signal
+  // delivered to one of them would kill the process outright.
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return Fail("cannot create the signal pipe");
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 
+  if (absl::GetFlag(FLAGS_shutdown_grace_s) < 0) return Fail("--shutdown_grace_s must be >= 0");
   const bool cuda = torch::cuda::is_available();
   ServerMetrics metrics(metrics_options, {kVersion, TORCH_VERSION, cuda});
   LogInfo(absl::StrCat("dytserve ", kVersion, ", LibTorch ", TORCH_VERSION, ", CUDA ",
@@ -163,10 +182,21 @@ int Run() {
   std::fflush(stdout);
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (read(g_signal_pipe[0], &signal_number, sizeof(signal_number)) != sizeof(signal_number)) {
+  }
   LogInfo(absl::StrCat("received signal ", signal_number, ", shutting down"));
   health->Shutdown();  // every service reports NOT_SERVING from here on
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  // gRPC refuses new calls at once and waits for accepted ones, whose tasks
+  // the batch threads keep computing. Whatever is still queued when the grace
+  // period ends is completed with UNAVAILABLE, so that Shutdown can return.
+  const absl::Time grace_end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  absl::Notification drained;
+  std::thread enforcer([&] {
+    if (!drained.WaitForNotificationWithDeadline(grace_end)) engine.Shutdown();
+  });
+  server->Shutdown(absl::ToChronoTime(grace_end));
+  drained.Notify();
+  enforcer.join();
   engine.Shutdown();
   server->Wait();
   LogInfo("stopped");
