@@ -1,0 +1,228 @@
+"""Checks on the exported repository (see conftest.repo: DYTSERVE_REPO or a fresh export)."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import export_repository as er
+from conftest import EXPORT_SCRIPT, PROTO_ROOT
+from dytserve_models import DynamicTanh, build_llama_pair, vit_digits
+from dytserve_models.train import load_digits_split
+
+MODEL_NAMES = ["vit_ln", "vit_dyt", "llama_rms", "llama_dyt"]
+ATOL = 1e-5
+
+
+def _load(repo, name):
+    return torch.jit.load(str(repo / name / "1" / "model.pt"))
+
+
+def _manifest(repo):
+    return json.loads((repo / "manifest.json").read_text())
+
+
+def test_layout(repo):
+    for name in MODEL_NAMES:
+        assert (repo / name / "config.pbtxt").is_file()
+        assert (repo / name / "1" / "model.pt").is_file()
+    assert set(_manifest(repo)["models"]) == set(MODEL_NAMES)
+
+
+def test_manifest_matches_current_sources(repo):
+    assert _manifest(repo)["source_hash"] == er.source_hash(), (
+        "the repository was exported from other sources; re-export it (DYTSERVE_REPO is stale?)")
+
+
+def test_manifest_accuracy_and_facts(repo):
+    models = _manifest(repo)["models"]
+    for name in ("vit_ln", "vit_dyt"):
+        assert models[name]["test_accuracy"] >= 0.85, name
+    assert models["vit_ln"]["norm"] == "layernorm" and models["vit_dyt"]["norm"] == "dyt"
+    assert models["llama_rms"]["norm"] == "rmsnorm" and models["llama_dyt"]["norm"] == "dyt"
+    for name in MODEL_NAMES:
+        assert models[name]["num_parameters"] == sum(p.numel() for p in _load(repo, name).parameters())
+
+
+def test_forward_signature(repo):
+    for name, arg in [("vit_ln", "pixel_values"), ("vit_dyt", "pixel_values"),
+                      ("llama_rms", "input_ids"), ("llama_dyt", "input_ids")]:
+        schema = _load(repo, name).forward.schema
+        assert [a.name for a in schema.arguments] == ["self", arg], str(schema)
+        assert [str(r.type) for r in schema.returns] == ["Tensor"], str(schema)
+
+
+@pytest.mark.parametrize("name", ["vit_ln", "vit_dyt"])
+def test_vit_torchscript_matches_eager(repo, name):
+    scripted = _load(repo, name)
+    eager = vit_digits("ln" if name == "vit_ln" else "dyt").eval()
+    eager.load_state_dict(scripted.state_dict())
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n in (1, 5, 64):
+            x = torch.rand(n, 1, 8, 8, generator=g)
+            y = scripted(x)
+            assert y.dtype == torch.float32 and y.shape == (n, 10)
+            assert (y - eager(x)).abs().max().item() <= ATOL
+    has_dyt = any(isinstance(m, DynamicTanh) for m in eager.modules())
+    assert has_dyt == (name == "vit_dyt")
+
+
+@pytest.mark.parametrize("name", ["vit_ln", "vit_dyt"])
+def test_vit_accuracy_reproduces(repo, name):
+    scripted = _load(repo, name)
+    _, _, x_te, y_te = load_digits_split()
+    with torch.no_grad():
+        acc = (scripted(x_te).argmax(-1) == y_te).float().mean().item()
+    assert acc >= 0.85
+    assert acc == pytest.approx(_manifest(repo)["models"][name]["test_accuracy"], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def llamas():
+    rms, dyt = build_llama_pair(er.SEED)
+    return {"llama_rms": rms, "llama_dyt": dyt}
+
+
+@pytest.mark.parametrize("name", ["llama_rms", "llama_dyt"])
+def test_llama_torchscript_matches_eager(repo, llamas, name):
+    scripted, eager = _load(repo, name), llamas[name]
+    # the export is deterministic: rebuilding from the seed gives the same weights
+    sd = scripted.state_dict()
+    for k, v in eager.state_dict().items():
+        assert torch.equal(sd[k], v), k
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, length in [(1, 1), (1, 2), (2, 7), (3, 33), (16, 64), (4, 128)]:
+            ids = torch.randint(0, 256, (n, length), generator=g)
+            y = scripted(ids)
+            assert y.dtype == torch.float32 and y.shape == (n, length, 256)
+            assert (y - eager(ids)).abs().max().item() <= ATOL, (n, length)
+
+
+@pytest.mark.parametrize("name", ["llama_rms", "llama_dyt"])
+def test_llama_right_padding_does_not_change_real_positions(repo, name):
+    """The server pads input_ids on the right with pad_value 0 to batch requests of
+    different lengths; the causal model's logits for real positions must not change."""
+    scripted = _load(repo, name)
+    g = torch.Generator().manual_seed(3)
+    lengths = [1, 5, 17, 40]
+    seqs = [torch.randint(1, 256, (1, n), generator=g) for n in lengths]
+    batch = torch.zeros(len(seqs), max(lengths), dtype=torch.int64)
+    for i, s in enumerate(seqs):
+        batch[i, :s.shape[1]] = s[0]
+    with torch.no_grad():
+        out = scripted(batch)
+        for i, s in enumerate(seqs):
+            alone = scripted(s)[0]
+            assert (out[i, :s.shape[1]] - alone).abs().max().item() <= ATOL
+
+
+def test_llama_dyt_alpha_and_graph_pattern(repo):
+    frozen = torch.jit.freeze(_load(repo, "llama_dyt").eval())
+    kinds = [n.kind() for n in frozen.graph.nodes()]
+    assert kinds.count("aten::tanh") == 5  # 2 x (attn_norm, ffn_norm) + final_norm
+    sd = _load(repo, "llama_dyt").state_dict()
+    assert sd["layers.0.attn_norm.alpha"].item() == pytest.approx(0.8)
+    assert sd["layers.1.ffn_norm.alpha"].item() == pytest.approx(0.2)
+    assert sd["final_norm.alpha"].item() == pytest.approx(0.2)
+    assert not any(k.endswith("norm.weight") and "alpha" in k for k in sd)
+
+
+def test_vit_dyt_frozen_graph_has_nine_dyt(repo):
+    frozen = torch.jit.freeze(_load(repo, "vit_dyt").eval())
+    kinds = [n.kind() for n in frozen.graph.nodes()]
+    assert kinds.count("aten::tanh") == 9  # 4 x (norm1, norm2) + norm
+    assert "aten::layer_norm" not in kinds
+    frozen_ln = torch.jit.freeze(_load(repo, "vit_ln").eval())
+    assert [n.kind() for n in frozen_ln.graph.nodes()].count("aten::layer_norm") == 9
+
+
+CONFIG_LINE = re.compile(
+    r'^(name: "[a-z_]+"'
+    r'|platform: "torchscript"'
+    r'|max_batch_size: \d+'
+    r'|input \{ name: "\w+" data_type: TYPE_(FP32|INT64) dims: \[-?\d+(, -?\d+)*\]( pad_value: \d+)? \}'
+    r'|output \{ name: "\w+" data_type: TYPE_FP32 dims: \[-?\d+(, -?\d+)*\]'
+    r'( follows \{ input: "\w+" input_dim: \d+ output_dim: \d+ \})? \}'
+    r'|dynamic_batching \{ max_queue_delay_us: \d+ max_queue_size: \d+'
+    r'( ragged_batching: true length_bucket: \d+)? \}'
+    r'|instance_group \{ count: \d+ device: "cpu" \}'
+    r'|parameters \{ key: "\w+" value: "[^"\\]*" \})$')
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_config_text(repo, name):
+    text = (repo / name / "config.pbtxt").read_text()
+    for line in text.splitlines():
+        assert CONFIG_LINE.match(line), line
+    assert f'name: "{name}"\n' in text
+    if name.startswith("vit"):
+        assert 'input { name: "pixel_values" data_type: TYPE_FP32 dims: [1, 8, 8] }' in text
+        assert 'output { name: "logits" data_type: TYPE_FP32 dims: [10] }' in text
+        assert "max_batch_size: 64\n" in text
+        acc = _manifest(repo)["models"][name]["test_accuracy"]
+        assert f'parameters {{ key: "test_accuracy" value: "{acc:.4f}" }}' in text
+    else:
+        assert 'input { name: "input_ids" data_type: TYPE_INT64 dims: [-1] pad_value: 0 }' in text
+        assert ('output { name: "logits" data_type: TYPE_FP32 dims: [-1, 256] '
+                'follows { input: "input_ids" input_dim: 0 output_dim: 0 } }') in text
+        assert "ragged_batching: true" in text
+        assert "max_batch_size: 16\n" in text
+    norm = _manifest(repo)["models"][name]["norm"]
+    assert f'parameters {{ key: "norm" value: "{norm}" }}' in text
+
+
+@pytest.mark.skipif(shutil.which("protoc") is None, reason="protoc not installed")
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_config_parses_with_protoc(repo, name):
+    """protoc --encode parses protobuf text format strictly (unknown fields are errors)."""
+    proc = subprocess.run(
+        ["protoc", f"--proto_path={PROTO_ROOT}", "--encode=dytserve.v1.ModelConfig",
+         "dytserve/v1/model_config.proto"],
+        input=(repo / name / "config.pbtxt").read_bytes(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout
+
+
+def test_second_run_is_a_no_op(repo):
+    if _manifest(repo)["source_hash"] != er.source_hash():
+        pytest.fail("stale repository: not re-running the exporter over it")
+    before = {p: p.stat().st_mtime_ns for p in repo.rglob("*") if p.is_file()}
+    proc = subprocess.run([sys.executable, str(EXPORT_SCRIPT), "--out", str(repo)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "repository up to date"
+    assert {p: p.stat().st_mtime_ns for p in repo.rglob("*") if p.is_file()} == before
+
+
+def test_low_accuracy_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
+    import dytserve_models.train as train
+
+    def fake_train(norm, seed=0, cfg=None, verbose=False):
+        return vit_digits(norm).eval(), 0.5 if norm == "dyt" else 0.9
+
+    monkeypatch.setattr(train, "train_digits_vit", fake_train)
+    out = tmp_path / "repo"
+    with pytest.raises(SystemExit) as exc:
+        er.main(["--out", str(out)])
+    assert "vit_dyt test accuracy 0.5000 is below the required 0.85" in str(exc.value.code)
+    assert not (out / "manifest.json").exists()
+    assert not any(p.is_file() for p in out.rglob("*"))
+
+
+def test_config_generator_matches_brief_example():
+    text = er.config_pbtxt("vit_dyt", {"test_accuracy": "0.9583", "norm": "dyt"})
+    assert text == (
+        'name: "vit_dyt"\n'
+        'platform: "torchscript"\n'
+        "max_batch_size: 64\n"
+        'input { name: "pixel_values" data_type: TYPE_FP32 dims: [1, 8, 8] }\n'
+        'output { name: "logits" data_type: TYPE_FP32 dims: [10] }\n'
+        "dynamic_batching { max_queue_delay_us: 2000 max_queue_size: 1024 }\n"
+        'instance_group { count: 1 device: "cpu" }\n'
+        'parameters { key: "norm" value: "dyt" }\n'
+        'parameters { key: "test_accuracy" value: "0.9583" }\n')
