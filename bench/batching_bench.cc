@@ -1,0 +1,198 @@
+// Dynamic batching on the ViT pair, CPU, measured side by side in one run:
+// closed-loop concurrency 1/8/32/64 with batching on and off against a real
+// server on loopback, and the offline limit (in-process forward at max batch).
+//
+//   build/bench/batching_bench [--repo=build/repository] [--seconds=3]
+//
+// Prints each figure and the ratios the batching issue sets as goals:
+// batched/unbatched throughput at c=32 (>= 3x), batched / offline (>= 85%),
+// and p99 against max_queue_delay + 2 x mean batch compute time.
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "dytserve/client.h"
+#include "dytserve/inputs.h"
+#include "support/server_process.h"
+
+ABSL_FLAG(std::string, repo, "build/repository", "Exported default model repository");
+ABSL_FLAG(std::string, server, "build/server/dytserve-server", "dytserve-server binary");
+ABSL_FLAG(double, seconds, 3, "Measured seconds per point (after 0.5 s warm-up)");
+
+namespace dytserve {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr int kDelayUs = 2000;
+constexpr int kMaxBatch = 64;
+
+struct Point {
+  double rps = 0;
+  double p50_ms = 0, p99_ms = 0;
+  double mean_batch = 0, compute_ms = 0;
+};
+
+double Metric(const std::string& body, const std::string& series) {
+  const size_t at = body.find(series + " ");
+  return at == std::string::npos ? 0 : std::stod(body.substr(at + series.size() + 1));
+}
+
+// A repository with each ViT twice: batched (its exported config) and
+// unbatched (max_batch_size 1: every request is its own forward pass).
+fs::path MakeRepo(const fs::path& source) {
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-bench-", getpid());
+  fs::remove_all(dir);
+  for (const std::string model : {"vit_ln", "vit_dyt"}) {
+    for (const bool batched : {true, false}) {
+      const std::string name = batched ? model : model + "_nobatch";
+      fs::create_directories(dir / name / "1");
+      fs::create_symlink(fs::absolute(source / model / "1/model.pt"), dir / name / "1/model.pt");
+      std::ofstream(dir / name / "config.pbtxt")
+          << "max_batch_size: " << (batched ? kMaxBatch : 1) << "\n"
+          << "input { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
+          << "output { name: \"logits\" data_type: TYPE_FP32 dims: [10] }\n"
+          << "dynamic_batching { max_queue_delay_us: " << kDelayUs << " max_queue_size: 4096 }\n";
+    }
+  }
+  return dir;
+}
+
+Point ClosedLoop(Client& client, const testing::ServerProcess& server, const std::string& model, int concurrency,
+                 absl::Duration duration) {
+  std::mt19937_64 rng(concurrency);
+  ModelMetadata m;
+  m.inputs = {{"pixel_values", "FP32", {-1, 1, 8, 8}}};
+  const std::vector<Tensor> inputs = *GenerateInputs(m, {}, &rng);
+
+  absl::Mutex mu;
+  std::vector<double> latencies;
+  std::atomic<bool> measuring{false}, stop{false};
+  std::atomic<int> errors{0};
+  absl::BlockingCounter workers(concurrency);
+  // Each worker keeps exactly one request in flight.
+  std::vector<std::function<void()>> loops(concurrency);
+  for (int w = 0; w < concurrency; ++w) {
+    loops[w] = [&, w] {
+      const absl::Time sent = absl::Now();
+      client.InferAsync(model, inputs, {}, [&, w, sent](absl::StatusOr<InferResult> r) {
+        if (!r.ok()) ++errors;
+        if (measuring.load()) {
+          absl::MutexLock lock(&mu);
+          latencies.push_back(absl::ToDoubleMilliseconds(absl::Now() - sent));
+        }
+        if (stop.load()) {
+          workers.DecrementCount();
+        } else {
+          loops[w]();
+        }
+      });
+    };
+  }
+  for (auto& loop : loops) loop();
+  absl::SleepFor(absl::Milliseconds(500));
+  const std::string before = *testing::HttpGet(server.metrics_address(), "/metrics");
+  measuring = true;
+  const absl::Time start = absl::Now();
+  absl::SleepFor(duration);
+  measuring = false;
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+  const std::string after = *testing::HttpGet(server.metrics_address(), "/metrics");
+  stop = true;
+  workers.Wait();
+
+  Point p;
+  absl::MutexLock lock(&mu);
+  std::sort(latencies.begin(), latencies.end());
+  p.rps = latencies.size() / elapsed;
+  if (!latencies.empty()) {
+    p.p50_ms = latencies[latencies.size() / 2];
+    p.p99_ms = latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
+  }
+  const std::string labels = absl::StrCat("{model=\"", model, "\",version=\"1\"}");
+  const double executions = Metric(after, "dytserve_batch_executions_total" + labels) -
+                            Metric(before, "dytserve_batch_executions_total" + labels);
+  const double rows = Metric(after, "dytserve_inferences_total" + labels) -
+                      Metric(before, "dytserve_inferences_total" + labels);
+  const double compute = Metric(after, "dytserve_compute_duration_seconds_sum" + labels) -
+                         Metric(before, "dytserve_compute_duration_seconds_sum" + labels);
+  p.mean_batch = executions > 0 ? rows / executions : 0;
+  p.compute_ms = executions > 0 ? 1000 * compute / executions : 0;
+  if (errors.load() > 0) std::printf("  (%d errors)\n", errors.load());
+  return p;
+}
+
+double OfflineRowsPerSecond(const fs::path& file, absl::Duration duration) {
+  torch::jit::Module module = torch::jit::load(file.string());
+  module.eval();
+  c10::InferenceMode guard;
+  const at::Tensor x = at::rand({kMaxBatch, 1, 8, 8});
+  for (int i = 0; i < 3; ++i) module.forward({x});
+  int64_t rows = 0;
+  const absl::Time start = absl::Now();
+  while (absl::Now() - start < duration) {
+    module.forward({x});
+    rows += kMaxBatch;
+  }
+  return rows / absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+int Run() {
+  const fs::path source = absl::GetFlag(FLAGS_repo);
+  const absl::Duration duration = absl::Seconds(absl::GetFlag(FLAGS_seconds));
+  const fs::path repo = MakeRepo(source);
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server = testing::ServerProcess::Start(
+      absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
+  if (!server.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  options.default_deadline = absl::Seconds(60);
+  std::unique_ptr<Client> client = *Client::Create(options);
+
+  std::printf("dytserve batching benchmark, CPU, %d intra-op thread(s), max_queue_delay %d us, %.1f s per point\n",
+              at::get_num_threads(), kDelayUs, absl::ToDoubleSeconds(duration));
+  for (const std::string model : {"vit_ln", "vit_dyt"}) {
+    const double offline = OfflineRowsPerSecond(source / model / "1/model.pt", duration);
+    std::printf("\n%s: offline limit (in-process forward at batch %d): %.0f rows/s\n", model.c_str(), kMaxBatch,
+                offline);
+    std::printf("%5s | %10s %8s %8s | %10s %8s %8s %7s %9s | %7s %8s %9s\n", "conc", "off rps", "p50 ms",
+                "p99 ms", "on rps", "p50 ms", "p99 ms", "batch", "comp ms", "on/off", "on/offl", "p99/bound");
+    for (int c : {1, 8, 32, 64}) {
+      const Point off = ClosedLoop(*client, **server, model + "_nobatch", c, duration);
+      const Point on = ClosedLoop(*client, **server, model, c, duration);
+      const double bound = kDelayUs / 1000.0 + 2 * on.compute_ms;
+      std::printf("%5d | %10.0f %8.2f %8.2f | %10.0f %8.2f %8.2f %7.1f %9.2f | %6.2fx %7.0f%% %9.2f\n", c, off.rps,
+                  off.p50_ms, off.p99_ms, on.rps, on.p50_ms, on.p99_ms, on.mean_batch, on.compute_ms,
+                  on.rps / off.rps, 100 * on.rps / offline, on.p99_ms / bound);
+    }
+  }
+  std::printf("\ngoals at c=32: on/off >= 3x, on/offline >= 85%%, p99/bound <= 1 "
+              "(bound = max_queue_delay + 2 x mean batch compute)\n");
+  (*server)->Stop(SIGTERM);
+  fs::remove_all(repo);
+  return 0;
+}
+
+}  // namespace
+}  // namespace dytserve
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return dytserve::Run();
+}
