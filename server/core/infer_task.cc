@@ -126,7 +126,7 @@ at::Tensor OutputPart(const TensorSpec& output, const at::Tensor& full, const In
   return part;
 }
 
-void RunGroup(Model& model, ModelMetrics& metrics, const std::vector<InferTask*>& tasks) {
+void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vector<InferTask*>& tasks) {
   const ModelSpec& spec = model.spec();
   const absl::Time start = absl::Now();
   for (InferTask* t : tasks) metrics.RecordQueue(absl::ToDoubleSeconds(start - t->received_at()));
@@ -155,7 +155,7 @@ void RunGroup(Model& model, ModelMetrics& metrics, const std::vector<InferTask*>
   }
   if (!status.ok()) {
     for (InferTask* t : tasks) t->Complete(status);
-    metrics.RecordBatch(rows, absl::ToDoubleSeconds(absl::Now() - start));
+    metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(absl::Now() - start));
     return;
   }
 
@@ -171,18 +171,18 @@ void RunGroup(Model& model, ModelMetrics& metrics, const std::vector<InferTask*>
     offset += t->rows();
     results.push_back(std::move(s));
   }
-  metrics.RecordBatch(rows, absl::ToDoubleSeconds(absl::Now() - start));
+  metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(absl::Now() - start));
   for (size_t i = 0; i < tasks.size(); ++i) tasks[i]->Complete(std::move(results[i]));
 }
 
 }  // namespace
 
-void RunInferBatch(Model& model, ModelMetrics& metrics, Batcher::Batch batch) {
+void RunInferBatch(Model& model, int instance, ModelMetrics& metrics, Batcher::Batch batch) {
   // Every task a model's batcher holds is an InferTask: the engine is the only
   // producer.
   const ModelSpec& spec = model.spec();
   if (!spec.batched()) {
-    for (auto& task : batch) RunGroup(model, metrics, {static_cast<InferTask*>(task.get())});
+    for (auto& task : batch) RunGroup(model, instance, metrics, {static_cast<InferTask*>(task.get())});
     return;
   }
   std::map<ShapeKey, std::vector<InferTask*>> groups;
@@ -190,7 +190,7 @@ void RunInferBatch(Model& model, ModelMetrics& metrics, Batcher::Batch batch) {
     auto* t = static_cast<InferTask*>(task.get());
     groups[KeyOf(spec, t->request())].push_back(t);
   }
-  for (auto& [key, tasks] : groups) RunGroup(model, metrics, tasks);
+  for (auto& [key, tasks] : groups) RunGroup(model, instance, metrics, tasks);
 }
 
 }  // namespace dytserve

@@ -55,7 +55,7 @@ class InferTask : public BatchTask {
 // concatenated along dim 0 and share a forward pass; outputs are split back
 // by rows. Completes every task. A model error fails only this batch's tasks,
 // with INTERNAL and the model's message.
-void RunInferBatch(Model& model, ModelMetrics& metrics, Batcher::Batch batch);
+void RunInferBatch(Model& model, int instance, ModelMetrics& metrics, Batcher::Batch batch);
 
 }  // namespace dytserve
 

@@ -22,7 +22,7 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
   const absl::Time start = absl::Now();
   const std::string version_string = std::to_string(version);
   std::shared_ptr<ModelVersion> served(
-      new ModelVersion(spec, version, metrics->ForModel(spec.name, version_string)));
+      new ModelVersion(spec, version, metrics->ForModel(spec.name, version_string, spec.instance_count)));
 
   const v1::DynamicBatching& db = spec.config.dynamic_batching();
   Batcher::Options options;
@@ -40,8 +40,8 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
     instance.model = *std::move(model);
     Model* raw = instance.model.get();
     ModelMetrics* m = served->metrics_.get();
-    instance.batcher =
-        std::make_unique<Batcher>(options, [raw, m](Batcher::Batch batch) { RunInferBatch(*raw, *m, std::move(batch)); });
+    instance.batcher = std::make_unique<Batcher>(
+        options, [raw, i, m](Batcher::Batch batch) { RunInferBatch(*raw, i, *m, std::move(batch)); });
     metrics->SetWeightBytes(spec.name, version_string, i, raw->device(), static_cast<double>(raw->weight_bytes()));
     served->instances_.push_back(std::move(instance));
   }

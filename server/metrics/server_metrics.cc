@@ -18,7 +18,10 @@ void ModelMetrics::RecordRequest(absl::StatusCode code, double total_seconds) {
   request_seconds_->Observe(total_seconds);
 }
 
-void ModelMetrics::RecordBatch(int64_t rows, double compute_seconds) {
+void ModelMetrics::RecordBatch(int instance, int64_t rows, double compute_seconds) {
+  if (instance >= 0 && static_cast<size_t>(instance) < instance_executions_.size()) {
+    instance_executions_[instance]->Increment();
+  }
   batch_size_->Observe(static_cast<double>(rows));
   compute_seconds_->Observe(compute_seconds);
   inferences_->Increment(static_cast<double>(rows));
@@ -56,6 +59,10 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
                       .Name("dytserve_batch_executions_total")
                       .Help("Forward passes executed.")
                       .Register(*registry_)),
+      instance_executions_(prometheus::BuildCounter()
+                               .Name("dytserve_instance_batch_executions_total")
+                               .Help("Forward passes executed by each model instance.")
+                               .Register(*registry_)),
       in_flight_(prometheus::BuildGauge()
                      .Name("dytserve_inflight_requests")
                      .Help("Requests accepted and not yet answered.")
@@ -80,7 +87,8 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
       .Set(1);
 }
 
-std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, const std::string& version) {
+std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, const std::string& version,
+                                                    int instances) {
   const prometheus::Labels labels = {{"model", model}, {"version", version}};
   auto m = std::make_shared<ModelMetrics>();
   for (size_t code = 0; code < m->requests_by_code_.size(); ++code) {
@@ -94,6 +102,11 @@ std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, 
   m->batch_size_ = &batch_size_.Add(labels, options_.batch_size_buckets);
   m->inferences_ = &inferences_.Add(labels);
   m->executions_ = &executions_.Add(labels);
+  for (int i = 0; i < instances; ++i) {
+    prometheus::Labels with_instance = labels;
+    with_instance["instance"] = std::to_string(i);
+    m->instance_executions_.push_back(&instance_executions_.Add(with_instance));
+  }
   m->in_flight_ = &in_flight_.Add(labels);
   m->queue_depth_ = &queue_depth_.Add(labels);
   return m;

@@ -30,7 +30,7 @@ class ModelMetrics {
  public:
   void RecordRequest(absl::StatusCode code, double total_seconds);
   void RecordQueue(double seconds) { queue_seconds_->Observe(seconds); }
-  void RecordBatch(int64_t rows, double compute_seconds);
+  void RecordBatch(int instance, int64_t rows, double compute_seconds);
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
   void SetQueueDepth(double depth) { queue_depth_->Set(depth); }
 
@@ -43,6 +43,7 @@ class ModelMetrics {
   prometheus::Histogram* batch_size_ = nullptr;
   prometheus::Counter* inferences_ = nullptr;
   prometheus::Counter* executions_ = nullptr;
+  std::vector<prometheus::Counter*> instance_executions_;
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
 };
@@ -60,7 +61,7 @@ class ServerMetrics {
 
   // Creates the children of every per-request family for this model version.
   // Calling it again for the same pair returns handles to the same series.
-  std::shared_ptr<ModelMetrics> ForModel(const std::string& model, const std::string& version);
+  std::shared_ptr<ModelMetrics> ForModel(const std::string& model, const std::string& version, int instances);
   void SetWeightBytes(const std::string& model, const std::string& version, int instance,
                       const std::string& device, double bytes);
   void SetLoadSeconds(const std::string& model, const std::string& version, double seconds);
@@ -75,6 +76,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Counter>& inferences_;
   prometheus::Family<prometheus::Counter>& executions_;
+  prometheus::Family<prometheus::Counter>& instance_executions_;
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& weight_bytes_;

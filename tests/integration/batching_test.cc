@@ -3,6 +3,9 @@
 // alone, against the real server and the default repository.
 #include <signal.h>
 
+#include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -101,6 +104,45 @@ TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
   EXPECT_LT(executions, served) << "no batch held more than one request";
   std::printf("%g requests in %g forward passes\n", served, executions);
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+}
+
+TEST(Instances, EachInstanceHasItsCopyAndLoadIsSpread) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-instances-", getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir / "vit_dyt/1");
+  fs::create_symlink(fs::path(DYTSERVE_TEST_REPO) / "vit_dyt/1/model.pt", dir / "vit_dyt/1/model.pt");
+  std::ofstream(dir / "vit_dyt/config.pbtxt")
+      << "max_batch_size: 8\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
+         "output { name: \"logits\" data_type: TYPE_FP32 dims: [10] }\n"
+         "dynamic_batching { max_queue_delay_us: 1000 }\ninstance_group { count: 2 device: \"cpu\" }\n";
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", dir.string())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  std::unique_ptr<Client> client = *Client::Create(options);
+  std::mt19937_64 rng(5);
+  const std::vector<Tensor> inputs = *GenerateInputs(*client->GetModelMetadata("vit_dyt"), {}, &rng);
+  constexpr int kRequests = 200;
+  absl::BlockingCounter pending(kRequests);
+  std::atomic<int> failures{0};
+  for (int i = 0; i < kRequests; ++i) {
+    client->InferAsync("vit_dyt", inputs, {}, [&](absl::StatusOr<InferResult> r) {
+      if (!r.ok()) ++failures;
+      pending.DecrementCount();
+    });
+  }
+  pending.Wait();
+  EXPECT_EQ(failures.load(), 0);
+  const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
+  for (const char* instance : {"0", "1"}) {
+    const std::string labels = absl::StrCat("instance=\"", instance, "\",model=\"vit_dyt\",version=\"1\"}");
+    EXPECT_GT(Metric(body, "dytserve_instance_batch_executions_total{" + labels), 0) << "instance " << instance;
+    EXPECT_GT(Metric(body, "dytserve_model_weight_bytes{device=\"cpu\"," + labels), 1e6) << "instance " << instance;
+  }
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -179,6 +179,9 @@ struct ErrorCase {
   grpc::StatusCode code;
   const char* message_part;
 };
+// Test logs name the case, not its bytes.
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.label; }
+
 
 class ServerErrors : public ServerTest, public ::testing::WithParamInterface<ErrorCase> {};
 

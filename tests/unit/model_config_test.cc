@@ -42,6 +42,9 @@ struct ErrorCase {
   std::string text;
   const char* field;
 };
+// Test logs name the case, not its bytes.
+void PrintTo(const ErrorCase& c, std::ostream* os) { *os << c.label; }
+
 
 class ConfigError : public ::testing::TestWithParam<ErrorCase> {};
 

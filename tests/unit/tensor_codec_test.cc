@@ -42,6 +42,9 @@ struct TypeCase {
   v1::DataType config;
   at::ScalarType scalar;
 };
+// Test logs name the case, not its bytes.
+void PrintTo(const TypeCase& c, std::ostream* os) { *os << DataTypeName(c.type); }
+
 
 class RoundTrip : public ::testing::TestWithParam<TypeCase> {};
 
@@ -129,6 +132,9 @@ struct BadCase {
   std::function<void(ModelInferRequest*)> mutate;
   const char* message_part;
 };
+// Test logs name the case, not its bytes.
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.label; }
+
 
 class BadRequest : public ::testing::TestWithParam<BadCase> {};
 
