@@ -144,6 +144,7 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
   absl::StatusOr<std::vector<at::Tensor>> outputs =
       status.ok() ? model.Forward(inputs) : absl::StatusOr<std::vector<at::Tensor>>(status);
   status = outputs.status();
+  if (status.ok()) metrics.RecordPeakBytes(instance, static_cast<double>(model.last_peak_bytes()));
   if (status.ok() && spec.batched()) {
     for (const at::Tensor& out : *outputs) {
       if (out.dim() == 0 || out.size(0) != rows) {

@@ -4,6 +4,9 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <c10/core/Allocator.h>
+#include <c10/util/ThreadLocalDebugInfo.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -41,6 +44,22 @@ absl::StatusOr<torch::Device> ResolveDevice(const ModelSpec& spec) {
   }
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
+
+// Follows the bytes allocated and freed on this thread while installed; see
+// Model::last_peak_bytes().
+class PeakMemoryTracker final : public c10::MemoryReportingInfoBase {
+ public:
+  void reportMemoryUsage(void*, int64_t alloc_size, int64_t, int64_t, c10::Device) override {
+    current_ += alloc_size;
+    peak_ = std::max(peak_, current_);
+  }
+  bool memoryProfilingEnabled() const override { return true; }
+  int64_t peak() const { return peak_; }
+
+ private:
+  int64_t current_ = 0;
+  int64_t peak_ = 0;
+};
 
 std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
@@ -146,7 +165,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
 absl::StatusOr<std::vector<at::Tensor>> Model::Forward(const std::vector<at::Tensor>& inputs) {
   if (impl_->threads > 0 && at::get_num_threads() != impl_->threads) at::set_num_threads(impl_->threads);
   const ModelSpec& spec = impl_->spec;
+  auto tracker = std::make_shared<PeakMemoryTracker>();
+  int64_t input_bytes = 0;
+  for (const at::Tensor& t : inputs) input_bytes += t.numel() * t.element_size();
   try {
+    c10::DebugInfoGuard tracking(c10::DebugInfoKind::PROFILER_STATE, tracker);
     c10::InferenceMode guard;
     std::vector<torch::jit::IValue> args;
     args.reserve(inputs.size());
@@ -181,6 +204,7 @@ absl::StatusOr<std::vector<at::Tensor>> Model::Forward(const std::vector<at::Ten
                                               spec.outputs.size()));
     }
     for (at::Tensor& t : outputs) t = t.to(torch::kCPU).contiguous();
+    last_peak_bytes_ = input_bytes + tracker->peak();
     return outputs;
   } catch (const c10::Error& e) {
     // The backtrace belongs in a debugger, not in a client's error message.

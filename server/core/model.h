@@ -39,6 +39,12 @@ class Model {
   const std::string& device() const { return device_name_; }
   // Bytes of parameters and buffers.
   int64_t weight_bytes() const { return weight_bytes_; }
+  // Memory of the last Forward: the inputs' bytes plus the peak of what
+  // LibTorch's allocators handed out on the calling thread during the pass
+  // (activations, workspaces, outputs), through c10's memory-reporting hook.
+  // Allocations on intra-op worker threads or inside oneDNN's own pools are
+  // not seen; on CPU with one intra-op thread that is almost nothing.
+  int64_t last_peak_bytes() const { return last_peak_bytes_; }
 
  private:
   struct Impl;
@@ -47,6 +53,7 @@ class Model {
   std::unique_ptr<Impl> impl_;
   std::string device_name_;
   int64_t weight_bytes_ = 0;
+  int64_t last_peak_bytes_ = 0;
 };
 
 }  // namespace dytserve

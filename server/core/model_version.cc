@@ -21,8 +21,16 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
                                                                  ServerMetrics* metrics) {
   const absl::Time start = absl::Now();
   const std::string version_string = std::to_string(version);
+  std::vector<std::unique_ptr<Model>> models;
+  std::vector<std::string> devices;
+  for (int i = 0; i < spec.instance_count; ++i) {
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(file, spec);
+    if (!model.ok()) return model.status();
+    devices.push_back((*model)->device());
+    models.push_back(*std::move(model));
+  }
   std::shared_ptr<ModelVersion> served(
-      new ModelVersion(spec, version, metrics->ForModel(spec.name, version_string, spec.instance_count)));
+      new ModelVersion(spec, version, metrics->ForModel(spec.name, version_string, devices)));
 
   const v1::DynamicBatching& db = spec.config.dynamic_batching();
   Batcher::Options options;
@@ -34,10 +42,8 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
   options.max_queue_size = db.max_queue_size();
 
   for (int i = 0; i < spec.instance_count; ++i) {
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(file, spec);
-    if (!model.ok()) return model.status();
     Instance instance;
-    instance.model = *std::move(model);
+    instance.model = std::move(models[i]);
     Model* raw = instance.model.get();
     ModelMetrics* m = served->metrics_.get();
     instance.batcher = std::make_unique<Batcher>(

@@ -28,6 +28,13 @@ void ModelMetrics::RecordBatch(int instance, int64_t rows, double compute_second
   executions_->Increment();
 }
 
+void ModelMetrics::RecordPeakBytes(int instance, double bytes) {
+  if (instance < 0 || static_cast<size_t>(instance) >= instance_peak_bytes_.size()) return;
+  // One batch thread per instance writes this gauge, so read-then-set is safe.
+  prometheus::Gauge* gauge = instance_peak_bytes_[instance];
+  if (bytes > gauge->Value()) gauge->Set(bytes);
+}
+
 ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
     : options_(std::move(options)),
       registry_(std::make_shared<prometheus::Registry>()),
@@ -75,6 +82,11 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
                         .Name("dytserve_model_weight_bytes")
                         .Help("Bytes of parameters and buffers of one model instance.")
                         .Register(*registry_)),
+      peak_batch_bytes_(prometheus::BuildGauge()
+                            .Name("dytserve_model_peak_batch_bytes")
+                            .Help("Largest memory of one batch so far on a model instance: the batch's inputs "
+                                  "plus the peak LibTorch allocated during its forward pass.")
+                            .Register(*registry_)),
       load_seconds_(prometheus::BuildGauge()
                         .Name("dytserve_model_load_duration_seconds")
                         .Help("Time the last load of a model version took, checks included.")
@@ -88,7 +100,7 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
 }
 
 std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, const std::string& version,
-                                                    int instances) {
+                                                    const std::vector<std::string>& devices) {
   const prometheus::Labels labels = {{"model", model}, {"version", version}};
   auto m = std::make_shared<ModelMetrics>();
   for (size_t code = 0; code < m->requests_by_code_.size(); ++code) {
@@ -102,10 +114,12 @@ std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, 
   m->batch_size_ = &batch_size_.Add(labels, options_.batch_size_buckets);
   m->inferences_ = &inferences_.Add(labels);
   m->executions_ = &executions_.Add(labels);
-  for (int i = 0; i < instances; ++i) {
+  for (size_t i = 0; i < devices.size(); ++i) {
     prometheus::Labels with_instance = labels;
     with_instance["instance"] = std::to_string(i);
     m->instance_executions_.push_back(&instance_executions_.Add(with_instance));
+    with_instance["device"] = devices[i];
+    m->instance_peak_bytes_.push_back(&peak_batch_bytes_.Add(with_instance));
   }
   m->in_flight_ = &in_flight_.Add(labels);
   m->queue_depth_ = &queue_depth_.Add(labels);

@@ -31,6 +31,8 @@ class ModelMetrics {
   void RecordRequest(absl::StatusCode code, double total_seconds);
   void RecordQueue(double seconds) { queue_seconds_->Observe(seconds); }
   void RecordBatch(int instance, int64_t rows, double compute_seconds);
+  // Keeps the largest batch's memory seen so far for this instance.
+  void RecordPeakBytes(int instance, double bytes);
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
   void SetQueueDepth(double depth) { queue_depth_->Set(depth); }
 
@@ -44,6 +46,7 @@ class ModelMetrics {
   prometheus::Counter* inferences_ = nullptr;
   prometheus::Counter* executions_ = nullptr;
   std::vector<prometheus::Counter*> instance_executions_;
+  std::vector<prometheus::Gauge*> instance_peak_bytes_;
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
 };
@@ -59,9 +62,11 @@ class ServerMetrics {
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
-  // Creates the children of every per-request family for this model version.
-  // Calling it again for the same pair returns handles to the same series.
-  std::shared_ptr<ModelMetrics> ForModel(const std::string& model, const std::string& version, int instances);
+  // Creates the children of every per-request family for this model version;
+  // `devices` holds each instance's device. Calling it again for the same
+  // pair returns handles to the same series.
+  std::shared_ptr<ModelMetrics> ForModel(const std::string& model, const std::string& version,
+                                         const std::vector<std::string>& devices);
   void SetWeightBytes(const std::string& model, const std::string& version, int instance,
                       const std::string& device, double bytes);
   void SetLoadSeconds(const std::string& model, const std::string& version, double seconds);
@@ -80,6 +85,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& weight_bytes_;
+  prometheus::Family<prometheus::Gauge>& peak_batch_bytes_;
   prometheus::Family<prometheus::Gauge>& load_seconds_;
 };
 

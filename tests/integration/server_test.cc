@@ -305,6 +305,43 @@ TEST_F(ServerTest, MetricsCountServedRequests) {
             std::string::npos);
 }
 
+double MetricValue(const std::string& body, const std::string& series) {
+  const size_t at = body.find(series + " ");
+  return at == std::string::npos ? -1 : std::stod(body.substr(at + series.size() + 1));
+}
+
+TEST_F(ServerTest, PeakBatchMemoryIsMeasuredAndGrowsWithTheBatch) {
+  const std::string series =
+      "dytserve_model_peak_batch_bytes{device=\"cpu\",instance=\"0\",model=\"llama_rms\",version=\"1\"}";
+  ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 1, 4, 1)).ok());
+  const double small = MetricValue(*testing::HttpGet(server_->metrics_address(), "/metrics"), series);
+  ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 8, 64, 1)).ok());
+  const double large = MetricValue(*testing::HttpGet(server_->metrics_address(), "/metrics"), series);
+  // 8 x 64 tokens: at least the logits (8*64*256 floats) were allocated.
+  EXPECT_GE(large, 8 * 64 * 256 * 4);
+  EXPECT_GT(large, small);
+  EXPECT_GT(small, 0);
+  ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 1, 4, 1)).ok());
+  EXPECT_EQ(MetricValue(*testing::HttpGet(server_->metrics_address(), "/metrics"), series), large)
+      << "the gauge keeps the largest batch so far";
+}
+
+TEST_F(ServerTest, ScrapePassesPromtoolCheckMetrics) {
+  ASSERT_TRUE(client_->Infer("vit_dyt", Inputs("vit_dyt", 2, 1, 1)).ok());
+  absl::StatusOr<std::string> body = testing::HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  const std::string path = ::testing::TempDir() + "/dytserve-scrape.txt";
+  std::ofstream(path) << *body;
+  FILE* promtool = popen(absl::StrCat("promtool check metrics < ", path, " 2>&1").c_str(), "r");
+  ASSERT_NE(promtool, nullptr);
+  std::string output;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof(buf), promtool)) output.append(buf, n);
+  const int status = pclose(promtool);
+  EXPECT_EQ(status, 0) << "promtool check metrics:\n" << output;
+  EXPECT_EQ(output, "") << "promtool reports lint problems";
+}
+
 // A repository with broken models still serves the good ones, and each error
 // names the model and the field.
 TEST(BadRepository, GoodModelsLoadAndErrorsNameModelAndField) {
