@@ -32,6 +32,7 @@
 #include "server/core/inference_engine.h"
 #include "server/core/log.h"
 #include "server/grpc/inference_service.h"
+#include "server/metrics/device_memory_collector.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/metrics/process_collector.h"
 #include "server/metrics/server_metrics.h"
@@ -154,7 +155,9 @@ int Run() {
 
   const std::string host = absl::GetFlag(FLAGS_host);
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_server =
-      MetricsHttpServer::Start(host, metrics_port, {metrics.registry(), std::make_shared<ProcessCollector>()});
+      MetricsHttpServer::Start(host, metrics_port,
+                               {metrics.registry(), std::make_shared<ProcessCollector>(),
+                                std::make_shared<DeviceMemoryCollector>()});
   if (!metrics_server.ok()) return Fail(std::string(metrics_server.status().message()));
 
   grpc::EnableDefaultHealthCheckService(true);

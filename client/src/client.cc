@@ -126,6 +126,7 @@ void Client::BuildRequest(absl::string_view model, const std::vector<Tensor>& in
   for (const auto& [key, value] : options.parameters) {
     (*request->mutable_parameters())[key].set_string_param(value);
   }
+  if (options.timeout_us > 0) (*request->mutable_parameters())["timeout_us"].set_int64_param(options.timeout_us);
   for (const Tensor& t : inputs) {
     auto* in = request->add_inputs();
     in->set_name(t.name);

@@ -20,15 +20,18 @@ absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task) {
     return absl::InvalidArgumentError(
         absl::StrCat("task of ", rows, " rows does not fit max_batch_size ", options_.max_batch_size));
   }
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("the model is shutting down");
-  if (options_.max_queue_size > 0 && queue_.size() >= options_.max_queue_size) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("queue is full (max_queue_size ", options_.max_queue_size, ")"));
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("the model is shutting down");
+    if (options_.max_queue_size > 0 && queue_.size() >= options_.max_queue_size) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("queue is full (max_queue_size ", options_.max_queue_size, ")"));
+    }
+    queued_rows_ += rows;
+    queue_.push_back(std::move(*task));
+    enqueued_at_.push_back(options_.clock->Now());
   }
-  queued_rows_ += rows;
-  queue_.push_back(std::move(*task));
-  enqueued_at_.push_back(options_.clock->Now());
+  if (options_.on_queue_change) options_.on_queue_change(1);
   return absl::OkStatus();
 }
 
@@ -46,8 +49,9 @@ bool Batcher::BatchReady() const {
   if (stopping_) return true;
   if (queue_.empty()) return false;
   if (queued_rows_ >= options_.max_batch_size) return true;
-  const auto& preferred = options_.preferred_batch_sizes;
-  if (std::find(preferred.begin(), preferred.end(), queued_rows_) != preferred.end()) return true;
+  for (int64_t preferred : options_.preferred_batch_sizes) {
+    if (queued_rows_ >= preferred) return true;
+  }
   return options_.clock->Now() >= enqueued_at_.front() + options_.max_queue_delay;
 }
 
@@ -79,6 +83,7 @@ void Batcher::Loop() {
       queued_rows_ -= rows;
       running_rows_ = rows;
     }
+    if (options_.on_queue_change) options_.on_queue_change(-static_cast<int64_t>(batch.size()));
 
     // Drop what can no longer be answered usefully before spending compute on it.
     const absl::Time now = options_.clock->Now();
@@ -108,6 +113,7 @@ void Batcher::Shutdown() {
     enqueued_at_.clear();
     queued_rows_ = 0;
   }
+  if (options_.on_queue_change && !orphans.empty()) options_.on_queue_change(-static_cast<int64_t>(orphans.size()));
   for (std::unique_ptr<BatchTask>& task : orphans) {
     task->Complete(absl::UnavailableError("the server is shutting down"));
   }

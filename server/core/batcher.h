@@ -7,7 +7,8 @@
 // - Every task that was taken is completed exactly once: handed to the batch
 //   function inside a batch (which must complete it), or completed here with
 //   DEADLINE_EXCEEDED, CANCELLED or, at shutdown, UNAVAILABLE.
-// - A batch goes out when its rows reach max_batch_size or a preferred size,
+// - A batch goes out when its rows reach max_batch_size or a preferred size
+//   (or pass it: rows come in whole requests),
 //   when the oldest queued task has waited max_queue_delay, or at once when
 //   the delay is zero. Rows, not tasks, count toward the size.
 #ifndef DYTSERVE_SERVER_CORE_BATCHER_H_
@@ -51,6 +52,9 @@ class Batcher {
     size_t max_queue_size = 0;
     // Not owned; must outlive the batcher. Tests pass a FakeClock.
     Clock* clock = RealClock::Get();
+    // Told how many tasks joined (+) or left (-) the queue, outside the lock;
+    // feeds the queue-depth gauge. May be empty.
+    std::function<void(int64_t delta)> on_queue_change;
   };
   using Batch = std::vector<std::unique_ptr<BatchTask>>;
   // Runs on the batch thread; must complete every task it is given.

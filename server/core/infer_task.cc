@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <stdexcept>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -121,7 +122,12 @@ at::Tensor OutputPart(const TensorSpec& output, const at::Tensor& full, const In
   at::Tensor part = shared ? full.narrow(0, offset, t.rows()) : full;
   if (output.follows_input >= 0) {
     const int64_t length = t.request().inputs[output.follows_input].size(output.follows_input_dim + 1);
-    part = part.narrow(output.follows_output_dim + 1, 0, length);
+    const int64_t dim = output.follows_output_dim + 1;
+    if (part.dim() <= dim || part.size(dim) < length) {
+      throw std::runtime_error(absl::StrCat("output '", output.name, "' has fewer positions than the length ",
+                                            length, " of the input it follows"));
+    }
+    part = part.narrow(dim, 0, length);
   }
   return part;
 }
@@ -155,8 +161,14 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
     }
   }
   if (!status.ok()) {
-    for (InferTask* t : tasks) t->Complete(status);
     metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(absl::Now() - start));
+    if (tasks.size() > 1) {
+      // One bad request (say a token id past the vocabulary) must not fail
+      // the others that shared its batch: run each alone to find out.
+      for (InferTask* t : tasks) RunGroup(model, instance, metrics, {t});
+      return;
+    }
+    tasks[0]->Complete(status);
     return;
   }
 
@@ -164,10 +176,14 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
   std::vector<absl::Status> results;
   for (InferTask* t : tasks) {
     absl::Status s;
-    for (int index : t->request().outputs) {
-      const at::Tensor part = OutputPart(spec.outputs[index], (*outputs)[index], *t, offset, tasks.size() > 1);
-      s = AppendRawOutput(spec.outputs[index].name, part, t->response());
-      if (!s.ok()) break;
+    try {
+      for (int index : t->request().outputs) {
+        const at::Tensor part = OutputPart(spec.outputs[index], (*outputs)[index], *t, offset, tasks.size() > 1);
+        s = AppendRawOutput(spec.outputs[index].name, part, t->response());
+        if (!s.ok()) break;
+      }
+    } catch (const std::exception& e) {
+      s = absl::InternalError(absl::StrCat("model '", spec.name, "': splitting the batch's outputs failed: ", e.what()));
     }
     offset += t->rows();
     results.push_back(std::move(s));

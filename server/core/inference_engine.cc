@@ -42,7 +42,13 @@ absl::Status InferenceEngine::Submit(const inference::ModelInferRequest& request
   if (!served.ok()) return served.status();
   ModelVersion& model = **served;
 
-  absl::StatusOr<DecodedRequest> decoded = DecodeRequest(request, model.spec());
+  absl::StatusOr<DecodedRequest> decoded = absl::InternalError("decoding did not run");
+  try {
+    decoded = DecodeRequest(request, model.spec());
+  } catch (const std::exception& e) {
+    // Allocation failure or a LibTorch check: the request fails, the server lives.
+    decoded = absl::ResourceExhaustedError(absl::StrCat("cannot decode the request: ", e.what()));
+  }
   if (!decoded.ok()) {
     model.metrics()->RecordRequest(decoded.status().code(), absl::ToDoubleSeconds(absl::Now() - received));
     return absl::Status(decoded.status().code(),
@@ -101,7 +107,9 @@ absl::StatusOr<inference::ModelMetadataResponse> InferenceEngine::ModelMetadata(
     m->set_datatype(std::string(DataTypeName(t.type)));
     for (int64_t d : spec.WireShape(t)) m->add_shape(d);
   };
-  for (const TensorSpec& t : spec.inputs) fill(t, out.add_inputs());
+  for (const TensorSpec& t : spec.inputs) {
+    if (!t.generated()) fill(t, out.add_inputs());  // clients never send masks
+  }
   for (const TensorSpec& t : spec.outputs) fill(t, out.add_outputs());
   return out;
 }

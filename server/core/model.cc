@@ -155,8 +155,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
     }
     if (!match) {
       return ModelError(spec, absl::StrCat(field, ".dims"),
-                        absl::StrCat("the module returns shape ", ShapeString(t.sizes()), " for a sample of ", rows,
-                                     " row(s), the config says ", ShapeString(expected)));
+                        absl::StrCat("the module returns shape ", ShapeString(t.sizes()),
+                                     spec.batched() ? absl::StrCat(" for a sample of ", rows, " row(s)") : "",
+                                     ", the config says ", ShapeString(expected)));
     }
   }
   return model;

@@ -117,6 +117,7 @@ absl::Status LinkRaggedTensors(const v1::ModelConfig& config, ModelSpec* spec) {
     if (!config.output(o).has_follows()) continue;
     const auto& f = config.output(o).follows();
     const std::string field = absl::StrCat("output[", o, "] '", config.output(o).name(), "'.follows");
+    if (!spec->batched()) return FieldError(model, field, "needs max_batch_size > 0");
     const int target = input_index(f.input());
     if (target < 0 || spec->inputs[target].generated()) {
       return FieldError(model, field, absl::StrCat("'", f.input(), "' is not an ordinary input"));

@@ -15,10 +15,13 @@ namespace fs = std::filesystem;
 absl::StatusOr<std::vector<int64_t>> SelectVersions(const fs::path& model_dir, const ModelSpec& spec) {
   std::set<int64_t> available;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
+  // error_code overloads throughout: an unreadable directory is this
+  // model's error, never an exception that stops the whole repository.
+  for (auto it = fs::directory_iterator(model_dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     int64_t v = 0;
-    if (entry.is_directory() && absl::SimpleAtoi(entry.path().filename().string(), &v) && v > 0 &&
-        fs::exists(entry.path() / "model.pt")) {
+    std::error_code entry_ec;
+    if (it->is_directory(entry_ec) && absl::SimpleAtoi(it->path().filename().string(), &v) && v > 0 &&
+        fs::exists(it->path() / "model.pt", entry_ec)) {
       available.insert(v);
     }
   }
@@ -58,9 +61,11 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const fs:
   }
   auto repo = std::unique_ptr<ModelRepository>(new ModelRepository());
   std::vector<fs::path> dirs;
-  for (const auto& entry : fs::directory_iterator(root, ec)) {
-    if (entry.is_directory() && fs::exists(entry.path() / "config.pbtxt")) dirs.push_back(entry.path());
+  for (auto it = fs::directory_iterator(root, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::error_code entry_ec;
+    if (it->is_directory(entry_ec) && fs::exists(it->path() / "config.pbtxt", entry_ec)) dirs.push_back(it->path());
   }
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot list '", root.string(), "': ", ec.message()));
   std::sort(dirs.begin(), dirs.end());
   for (const fs::path& dir : dirs) {
     const std::string name = dir.filename().string();

@@ -40,6 +40,8 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
   // queued, but never waits for more.
   options.max_queue_delay = absl::Microseconds(db.max_queue_delay_us());
   options.max_queue_size = db.max_queue_size();
+  ModelMetrics* model_metrics = served->metrics_.get();
+  options.on_queue_change = [model_metrics](int64_t delta) { model_metrics->AddQueueDepth(static_cast<double>(delta)); };
 
   for (int i = 0; i < spec.instance_count; ++i) {
     Instance instance;
@@ -71,11 +73,7 @@ absl::Status ModelVersion::Schedule(std::unique_ptr<BatchTask>* task) {
       best_load = load;
     }
   }
-  absl::Status status = best->Schedule(task);
-  size_t depth = 0;
-  for (const Instance& instance : instances_) depth += instance.batcher->queue_depth();
-  metrics_->SetQueueDepth(static_cast<double>(depth));
-  return status;
+  return best->Schedule(task);
 }
 
 void ModelVersion::Shutdown() {

@@ -54,6 +54,11 @@ absl::Status CheckShape(absl::string_view input, const std::vector<int64_t>& sha
                                             ShapeString(expected), " at dimension ", i));
     }
   }
+  for (size_t i = spec.batched() ? 1 : 0; i < shape.size(); ++i) {
+    if (expected[i] == -1 && shape[i] == 0) {
+      return InputError(input, absl::StrCat("shape ", ShapeString(shape), ": variable dimension ", i, " is 0"));
+    }
+  }
   if (spec.batched()) {
     if (shape[0] < 1) return InputError(input, "batch dimension is 0");
     if (shape[0] > spec.max_batch_size) {
@@ -68,6 +73,23 @@ int TypedFieldCount(const InferTensorContents& c) {
   return (c.bool_contents_size() > 0) + (c.int_contents_size() > 0) + (c.int64_contents_size() > 0) +
          (c.uint_contents_size() > 0) + (c.uint64_contents_size() > 0) + (c.fp32_contents_size() > 0) +
          (c.fp64_contents_size() > 0) + (c.bytes_contents_size() > 0);
+}
+
+// Values in the typed field a datatype uses; -1 for types with no typed field.
+int64_t TypedValues(const InferTensorContents& c, DataType type) {
+  switch (type) {
+    case DataType::kBool: return c.bool_contents_size();
+    case DataType::kInt8:
+    case DataType::kInt16:
+    case DataType::kInt32: return c.int_contents_size();
+    case DataType::kInt64: return c.int64_contents_size();
+    case DataType::kUint8: return c.uint_contents_size();
+    case DataType::kFp32: return c.fp32_contents_size();
+    case DataType::kFp64: return c.fp64_contents_size();
+    case DataType::kFp16:
+    case DataType::kBf16: return -1;
+  }
+  return -1;
 }
 
 bool HasTypedContents(const ModelInferRequest::InferInputTensor& t) {
@@ -257,7 +279,12 @@ absl::StatusOr<DecodedRequest> DecodeRequest(const ModelInferRequest& request, c
       if (!t.ok()) return InputError(in.name(), t.status().message());
       decoded.inputs[index] = *std::move(t);
     } else {
-      at::Tensor t = at::empty(shape, at::TensorOptions().dtype(ScalarTypeOf(*type)));
+      // Allocate only what the request really carries: a shape alone may
+      // promise far more elements than were sent, and DecodeTyped reports
+      // the mismatch before it writes anything.
+      const bool counts_match = TypedValues(in.contents(), *type) == *count;
+      at::Tensor t = at::empty(counts_match ? shape : std::vector<int64_t>{0},
+                               at::TensorOptions().dtype(ScalarTypeOf(*type)));
       if (absl::Status s = DecodeTyped(in.name(), in.contents(), *type, *count, &t); !s.ok()) return s;
       decoded.inputs[index] = std::move(t);
     }

@@ -7,6 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -90,12 +93,24 @@ void MetricsHttpServer::Loop() {
 }
 
 void MetricsHttpServer::Answer(int client) const {
+  // One deadline for the whole request, so that a client trickling bytes
+  // cannot hold the (single) answering thread.
   timeval timeout{kIoTimeoutMs / 1000, 0};
-  setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kIoTimeoutMs);
   std::string request;
   char buf[2048];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < kMaxRequestBytes) {
+  while (request.find("\r\n\r\n") == std::string::npos) {
+    if (request.size() >= kMaxRequestBytes) {
+      SendAll(client, Response("431 Request Header Fields Too Large", "text/plain", "request too large\n"));
+      return;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{client, POLLIN, 0};
+    if (left.count() <= 0 || stopping_.load() || poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 200))) < 0) {
+      return;
+    }
+    if ((p.revents & POLLIN) == 0) continue;
     const ssize_t n = recv(client, buf, sizeof(buf), 0);
     if (n <= 0) return;
     request.append(buf, static_cast<size_t>(n));

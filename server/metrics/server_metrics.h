@@ -34,7 +34,7 @@ class ModelMetrics {
   // Keeps the largest batch's memory seen so far for this instance.
   void RecordPeakBytes(int instance, double bytes);
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
-  void SetQueueDepth(double depth) { queue_depth_->Set(depth); }
+  void AddQueueDepth(double delta) { queue_depth_->Increment(delta); }
 
  private:
   friend class ServerMetrics;

@@ -101,6 +101,10 @@ TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
     served += Metric(*after, ok) - Metric(*before, ok);
   }
   EXPECT_EQ(served, static_cast<double>(requests.size()));
+  for (const std::string model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
+    EXPECT_EQ(Metric(*after, absl::StrCat("dytserve_queue_depth{model=\"", model, "\",version=\"1\"}")), 0)
+        << model << ": the queue-depth gauge returns to 0 when the queue drains";
+  }
   EXPECT_LT(executions, served) << "no batch held more than one request";
   std::printf("%g requests in %g forward passes\n", served, executions);
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);

@@ -1,6 +1,9 @@
 // The real dytserve-server binary on loopback, serving the exported default
 // repository, driven by the real client library and by raw v2 stubs.
+#include <arpa/inet.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +15,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "dytserve/client.h"
@@ -250,6 +255,45 @@ TEST_F(ServerTest, ModelThatThrowsFailsOnlyThatRequest) {
   EXPECT_TRUE(client_->Infer("llama_dyt", Inputs("llama_dyt", 1, 4, 5)).ok());
 }
 
+TEST_F(ServerTest, HugeShapeWithoutContentsIsRefusedWithoutAllocating) {
+  inference::ModelInferRequest req;
+  req.set_model_name("llama_dyt");
+  auto* in = req.add_inputs();
+  in->set_name("input_ids");
+  in->set_datatype("INT64");
+  in->add_shape(1);
+  in->add_shape(int64_t{1} << 37);  // 1 TiB of INT64 if it were allocated
+  in->mutable_contents();
+  inference::ModelInferResponse resp;
+  const grpc::Status s = RawInfer(req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("has 0 values"), std::string::npos) << s.error_message();
+  req.mutable_inputs(0)->set_shape(1, 0);
+  EXPECT_EQ(RawInfer(req, &resp).error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_TRUE(*client_->ServerLive());
+}
+
+TEST_F(ServerTest, OneBadRequestDoesNotFailItsBatchmates) {
+  constexpr int kRequests = 12;
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> codes(kRequests, absl::StatusCode::kUnknown);
+  absl::BlockingCounter pending(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    std::vector<int64_t> ids = {1, 2, 3, 4};
+    if (i == 5) ids[2] = 100000;  // past the vocabulary: the embedding throws
+    client_->InferAsync("llama_rms", {Tensor::From<int64_t>("input_ids", {1, 4}, ids)}, {},
+                        [&, i](absl::StatusOr<InferResult> r) {
+                          absl::MutexLock lock(&mu);
+                          codes[i] = r.status().code();
+                          pending.DecrementCount();
+                        });
+  }
+  pending.Wait();
+  for (int i = 0; i < kRequests; ++i) {
+    EXPECT_EQ(codes[i], i == 5 ? absl::StatusCode::kInternal : absl::StatusCode::kOk) << "request " << i;
+  }
+}
+
 TEST_F(ServerTest, HealthCheckAndWatch) {
   EXPECT_EQ(*client_->Health(""), HealthStatus::kServing);
   for (const char* model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
@@ -324,6 +368,27 @@ TEST_F(ServerTest, PeakBatchMemoryIsMeasuredAndGrowsWithTheBatch) {
   ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 1, 4, 1)).ok());
   EXPECT_EQ(MetricValue(*testing::HttpGet(server_->metrics_address(), "/metrics"), series), large)
       << "the gauge keeps the largest batch so far";
+}
+
+TEST_F(ServerTest, MetricsEndpointRefusesWhatIsNotAScrape) {
+  EXPECT_FALSE(testing::HttpGet(server_->metrics_address(), "/nope").ok()) << "404";
+  // A header that never ends is cut off at 16 KiB with 431, not read forever.
+  const std::string address = server_->metrics_address();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string junk = "GET /metrics HTTP/1.1\r\nX: " + std::string(20000, 'a');
+  send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+  char buf[64] = {};
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ASSERT_GT(recv(fd, buf, sizeof(buf) - 1, 0), 0);
+  close(fd);
+  EXPECT_TRUE(absl::StartsWith(buf, "HTTP/1.1 431")) << buf;
+  EXPECT_TRUE(testing::HttpGet(server_->metrics_address(), "/metrics").ok()) << "scrapes still work";
 }
 
 TEST_F(ServerTest, ScrapePassesPromtoolCheckMetrics) {

@@ -206,6 +206,38 @@ TEST(Batcher, PreferredSizeLeavesAtOnce) {
   EXPECT_EQ(sizes, std::vector<int64_t>{4});
 }
 
+TEST(Batcher, PassingAPreferredSizeAlsoLeavesAtOnce) {
+  FakeClock clock;
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::vector<int64_t> sizes;
+  absl::Notification ran;
+  std::atomic<int64_t> depth{0};
+  Batcher::Options options;
+  options.max_batch_size = 16;
+  options.preferred_batch_sizes = {8};
+  options.max_queue_delay = absl::Hours(1);
+  options.clock = &clock;
+  options.on_queue_change = [&](int64_t delta) { depth += delta; };
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    int64_t rows = 0;
+    for (auto& t : batch) {
+      rows += t->rows();
+      t->Complete(absl::OkStatus());
+    }
+    sizes.push_back(rows);
+    ran.Notify();
+  });
+  for (int i = 0; i < 3; ++i) {  // 3, 6, 9 rows queued: 8 is skipped over
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(3, &log, &mu);
+    ASSERT_TRUE(batcher.Schedule(&task).ok());
+  }
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(sizes, std::vector<int64_t>{9});
+  batcher.Shutdown();
+  EXPECT_EQ(depth.load(), 0) << "the queue-depth callback saw every task leave";
+}
+
 TEST(Batcher, RowsNeverExceedMaxBatchSize) {
   FakeClock clock;
   absl::Mutex mu;

@@ -44,6 +44,9 @@ struct InferOptions {
   std::vector<std::string> outputs;  // empty: every output
   std::string request_id;
   std::map<std::string, std::string> parameters;  // string request parameters
+  // Server-side time budget, sent as the int64 parameter "timeout_us"; it can
+  // only shorten the model's default_timeout_us. 0: not sent.
+  int64_t timeout_us = 0;
   absl::Duration deadline = absl::ZeroDuration();  // zero: the client default
 };
 
