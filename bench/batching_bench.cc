@@ -10,7 +10,6 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -22,9 +21,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "closed_loop.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
 #include "support/server_process.h"
@@ -46,11 +44,6 @@ struct Point {
   double mean_batch = 0, compute_ms = 0;
 };
 
-double Metric(const std::string& body, const std::string& series) {
-  const size_t at = body.find(series + " ");
-  return at == std::string::npos ? 0 : std::stod(body.substr(at + series.size() + 1));
-}
-
 // A repository with each ViT twice: batched (its exported config) and
 // unbatched (max_batch_size 1: every request is its own forward pass).
 fs::path MakeRepo(const fs::path& source) {
@@ -71,67 +64,26 @@ fs::path MakeRepo(const fs::path& source) {
   return dir;
 }
 
-Point ClosedLoop(Client& client, const testing::ServerProcess& server, const std::string& model, int concurrency,
-                 absl::Duration duration) {
+Point Measure(Client& client, const testing::ServerProcess& server, const std::string& model, int concurrency,
+              absl::Duration duration) {
   std::mt19937_64 rng(concurrency);
   ModelMetadata m;
   m.inputs = {{"pixel_values", "FP32", {-1, 1, 8, 8}}};
   const std::vector<Tensor> inputs = *GenerateInputs(m, {}, &rng);
-
-  absl::Mutex mu;
-  std::vector<double> latencies;
-  std::atomic<bool> measuring{false}, stop{false};
-  std::atomic<int> errors{0};
-  absl::BlockingCounter workers(concurrency);
-  // Each worker keeps exactly one request in flight.
-  std::vector<std::function<void()>> loops(concurrency);
-  for (int w = 0; w < concurrency; ++w) {
-    loops[w] = [&, w] {
-      const absl::Time sent = absl::Now();
-      client.InferAsync(model, inputs, {}, [&, w, sent](absl::StatusOr<InferResult> r) {
-        if (!r.ok()) ++errors;
-        if (measuring.load()) {
-          absl::MutexLock lock(&mu);
-          latencies.push_back(absl::ToDoubleMilliseconds(absl::Now() - sent));
-        }
-        if (stop.load()) {
-          workers.DecrementCount();
-        } else {
-          loops[w]();
-        }
-      });
-    };
-  }
-  for (auto& loop : loops) loop();
-  absl::SleepFor(absl::Milliseconds(500));
-  const std::string before = *testing::HttpGet(server.metrics_address(), "/metrics");
-  measuring = true;
-  const absl::Time start = absl::Now();
-  absl::SleepFor(duration);
-  measuring = false;
-  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
-  const std::string after = *testing::HttpGet(server.metrics_address(), "/metrics");
-  stop = true;
-  workers.Wait();
-
-  Point p;
-  absl::MutexLock lock(&mu);
-  std::sort(latencies.begin(), latencies.end());
-  p.rps = latencies.size() / elapsed;
-  if (!latencies.empty()) {
-    p.p50_ms = latencies[latencies.size() / 2];
-    p.p99_ms = latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
-  }
+  std::string before, after;
+  const bench::LoopResult loop = bench::ClosedLoop(
+      client, model, inputs, concurrency, absl::Milliseconds(500), duration,
+      [&] { before = *testing::HttpGet(server.metrics_address(), "/metrics"); },
+      [&] { after = *testing::HttpGet(server.metrics_address(), "/metrics"); });
+  if (loop.errors > 0) std::printf("  (%d errors)\n", loop.errors);
+  Point p{loop.rps, loop.p50_ms, loop.p99_ms, 0, 0};
   const std::string labels = absl::StrCat("{model=\"", model, "\",version=\"1\"}");
-  const double executions = Metric(after, "dytserve_batch_executions_total" + labels) -
-                            Metric(before, "dytserve_batch_executions_total" + labels);
-  const double rows = Metric(after, "dytserve_inferences_total" + labels) -
-                      Metric(before, "dytserve_inferences_total" + labels);
-  const double compute = Metric(after, "dytserve_compute_duration_seconds_sum" + labels) -
-                         Metric(before, "dytserve_compute_duration_seconds_sum" + labels);
-  p.mean_batch = executions > 0 ? rows / executions : 0;
-  p.compute_ms = executions > 0 ? 1000 * compute / executions : 0;
-  if (errors.load() > 0) std::printf("  (%d errors)\n", errors.load());
+  auto delta = [&](const std::string& name) {
+    return bench::MetricValue(after, name + labels) - bench::MetricValue(before, name + labels);
+  };
+  const double executions = delta("dytserve_batch_executions_total");
+  p.mean_batch = executions > 0 ? delta("dytserve_inferences_total") / executions : 0;
+  p.compute_ms = executions > 0 ? 1000 * delta("dytserve_compute_duration_seconds_sum") / executions : 0;
   return p;
 }
 
@@ -174,8 +126,8 @@ int Run() {
     std::printf("%5s | %10s %8s %8s | %10s %8s %8s %7s %9s | %7s %8s %9s\n", "conc", "off rps", "p50 ms",
                 "p99 ms", "on rps", "p50 ms", "p99 ms", "batch", "comp ms", "on/off", "on/offl", "p99/bound");
     for (int c : {1, 8, 32, 64}) {
-      const Point off = ClosedLoop(*client, **server, model + "_nobatch", c, duration);
-      const Point on = ClosedLoop(*client, **server, model, c, duration);
+      const Point off = Measure(*client, **server, model + "_nobatch", c, duration);
+      const Point on = Measure(*client, **server, model, c, duration);
       const double bound = kDelayUs / 1000.0 + 2 * on.compute_ms;
       std::printf("%5d | %10.0f %8.2f %8.2f | %10.0f %8.2f %8.2f %7.1f %9.2f | %6.2fx %7.0f%% %9.2f\n", c, off.rps,
                   off.p50_ms, off.p99_ms, on.rps, on.p50_ms, on.p99_ms, on.mean_batch, on.compute_ms,

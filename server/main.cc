@@ -48,6 +48,8 @@ ABSL_FLAG(std::string, latency_buckets, "",
           "Comma-separated histogram bucket bounds in seconds for latency metrics; empty keeps the defaults");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain; with --tls_key_file, gRPC is served over TLS");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(bool, record_metrics, true,
+          "Record per-request metrics; off only to measure their cost (the families stay, at zero)");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
 
 namespace dytserve {
@@ -112,6 +114,7 @@ int Run() {
   if (absl::GetFlag(FLAGS_intra_op_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_intra_op_threads));
 
   MetricsOptions metrics_options;
+  metrics_options.record = absl::GetFlag(FLAGS_record_metrics);
   if (const std::string buckets = absl::GetFlag(FLAGS_latency_buckets); !buckets.empty()) {
     metrics_options.latency_buckets_seconds.clear();
     for (absl::string_view part : absl::StrSplit(buckets, ',')) {

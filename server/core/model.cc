@@ -1,6 +1,8 @@
 #include "server/core/model.h"
 
 #include <ATen/Parallel.h>
+#include <optional>
+
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -70,6 +72,7 @@ struct Model::Impl {
   torch::Device device{torch::kCPU};
   ModelSpec spec;
   int threads = 0;
+  bool track_memory = true;
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
@@ -82,7 +85,8 @@ Model::~Model() = default;
 
 const ModelSpec& Model::spec() const { return impl_->spec; }
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& file, const ModelSpec& spec) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& file, const ModelSpec& spec,
+                                                   bool track_memory) {
   absl::StatusOr<torch::Device> device = ResolveDevice(spec);
   if (!device.ok()) return device.status();
 
@@ -90,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
   impl->device = *device;
   impl->spec = spec;
   impl->threads = static_cast<int>(spec.config.optimization().intra_op_threads());
+  impl->track_memory = track_memory;
   try {
     impl->module = torch::jit::load(file.string(), *device);
     impl->module.eval();
@@ -166,11 +171,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
 absl::StatusOr<std::vector<at::Tensor>> Model::Forward(const std::vector<at::Tensor>& inputs) {
   if (impl_->threads > 0 && at::get_num_threads() != impl_->threads) at::set_num_threads(impl_->threads);
   const ModelSpec& spec = impl_->spec;
-  auto tracker = std::make_shared<PeakMemoryTracker>();
+  auto tracker = impl_->track_memory ? std::make_shared<PeakMemoryTracker>() : nullptr;
   int64_t input_bytes = 0;
   for (const at::Tensor& t : inputs) input_bytes += t.numel() * t.element_size();
   try {
-    c10::DebugInfoGuard tracking(c10::DebugInfoKind::PROFILER_STATE, tracker);
+    std::optional<c10::DebugInfoGuard> tracking;
+    if (tracker != nullptr) tracking.emplace(c10::DebugInfoKind::PROFILER_STATE, tracker);
     c10::InferenceMode guard;
     std::vector<torch::jit::IValue> args;
     args.reserve(inputs.size());
@@ -205,7 +211,7 @@ absl::StatusOr<std::vector<at::Tensor>> Model::Forward(const std::vector<at::Ten
                                               spec.outputs.size()));
     }
     for (at::Tensor& t : outputs) t = t.to(torch::kCPU).contiguous();
-    last_peak_bytes_ = input_bytes + tracker->peak();
+    last_peak_bytes_ = tracker != nullptr ? input_bytes + tracker->peak() : 0;
     return outputs;
   } catch (const c10::Error& e) {
     // The backtrace belongs in a debugger, not in a client's error message.

@@ -23,8 +23,9 @@ class Model {
   // else CPU with a logged notice) and checks it against the spec by running
   // one forward on a sample input built from the config. Errors name the
   // model and the config field that disagrees with the module.
-  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::filesystem::path& file,
-                                                     const ModelSpec& spec);
+  // `track_memory` turns on last_peak_bytes() (a hook on every allocation).
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::filesystem::path& file, const ModelSpec& spec,
+                                                     bool track_memory = true);
 
   ~Model();
   Model(const Model&) = delete;

@@ -24,7 +24,7 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
   std::vector<std::unique_ptr<Model>> models;
   std::vector<std::string> devices;
   for (int i = 0; i < spec.instance_count; ++i) {
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(file, spec);
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(file, spec, metrics->recording());
     if (!model.ok()) return model.status();
     devices.push_back((*model)->device());
     models.push_back(*std::move(model));

@@ -13,12 +13,14 @@ std::string CodeLabel(absl::StatusCode code) {
 }  // namespace
 
 void ModelMetrics::RecordRequest(absl::StatusCode code, double total_seconds) {
+  if (!recording_) return;
   const auto index = static_cast<size_t>(code);
   if (index < requests_by_code_.size()) requests_by_code_[index]->Increment();
   request_seconds_->Observe(total_seconds);
 }
 
 void ModelMetrics::RecordBatch(int instance, int64_t rows, double compute_seconds) {
+  if (!recording_) return;
   if (instance >= 0 && static_cast<size_t>(instance) < instance_executions_.size()) {
     instance_executions_[instance]->Increment();
   }
@@ -29,6 +31,7 @@ void ModelMetrics::RecordBatch(int instance, int64_t rows, double compute_second
 }
 
 void ModelMetrics::RecordPeakBytes(int instance, double bytes) {
+  if (!recording_) return;
   if (instance < 0 || static_cast<size_t>(instance) >= instance_peak_bytes_.size()) return;
   // One batch thread per instance writes this gauge, so read-then-set is safe.
   prometheus::Gauge* gauge = instance_peak_bytes_[instance];
@@ -103,6 +106,7 @@ std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, 
                                                     const std::vector<std::string>& devices) {
   const prometheus::Labels labels = {{"model", model}, {"version", version}};
   auto m = std::make_shared<ModelMetrics>();
+  m->recording_ = options_.record;
   for (size_t code = 0; code < m->requests_by_code_.size(); ++code) {
     prometheus::Labels with_code = labels;
     with_code["code"] = CodeLabel(static_cast<absl::StatusCode>(code));

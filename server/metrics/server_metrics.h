@@ -23,21 +23,32 @@ struct MetricsOptions {
   std::vector<double> latency_buckets_seconds = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
                                                  0.1,    0.2,   0.5,   1,     2,    5};
   std::vector<double> batch_size_buckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+  // Off: the request path records nothing (families still exist, at zero).
+  // For measuring what metrics cost; production keeps them on.
+  bool record = true;
 };
 
 // Handles for one (model, version). Methods are thread-safe.
 class ModelMetrics {
  public:
+  bool recording() const { return recording_; }
   void RecordRequest(absl::StatusCode code, double total_seconds);
-  void RecordQueue(double seconds) { queue_seconds_->Observe(seconds); }
+  void RecordQueue(double seconds) {
+    if (recording_) queue_seconds_->Observe(seconds);
+  }
   void RecordBatch(int instance, int64_t rows, double compute_seconds);
   // Keeps the largest batch's memory seen so far for this instance.
   void RecordPeakBytes(int instance, double bytes);
-  void AddInFlight(double delta) { in_flight_->Increment(delta); }
-  void AddQueueDepth(double delta) { queue_depth_->Increment(delta); }
+  void AddInFlight(double delta) {
+    if (recording_) in_flight_->Increment(delta);
+  }
+  void AddQueueDepth(double delta) {
+    if (recording_) queue_depth_->Increment(delta);
+  }
 
  private:
   friend class ServerMetrics;
+  bool recording_ = true;
   std::array<prometheus::Counter*, 17> requests_by_code_{};
   prometheus::Histogram* request_seconds_ = nullptr;
   prometheus::Histogram* queue_seconds_ = nullptr;
@@ -61,6 +72,7 @@ class ServerMetrics {
   ServerMetrics(MetricsOptions options, const BuildInfo& build);
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  bool recording() const { return options_.record; }
 
   // Creates the children of every per-request family for this model version;
   // `devices` holds each instance's device. Calling it again for the same

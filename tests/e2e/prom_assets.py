@@ -18,7 +18,8 @@ Subcommands:
       Evaluates, against a live Prometheus at URL, every panel expr, every
       query variable (label_values -> count by) and every recording rule's
       output name; prints a table and exits 1 if any returns an error or no
-      series. Also fails if Prometheus reports a rule with health "err".
+      series, or a series lacks a label the panel's legendFormat shows
+      ({{label}}). Also fails if Prometheus reports a rule that is not healthy.
 
 Template variables are substituted with DEFAULT_VARS, overridden by --var.
 """
@@ -72,13 +73,19 @@ def iter_panels(dash):
 
 def panel_exprs(dash, variables):
     """[(panel title, refId, substituted expr, unknown vars)] of non-row panels."""
+    return [(title, ref, expr, unknown) for title, ref, expr, unknown, _ in panel_targets(dash, variables)]
+
+
+def panel_targets(dash, variables):
+    """As panel_exprs, plus the label names the target's legendFormat uses."""
     out = []
     for p in iter_panels(dash):
         if p.get("type") == "row":
             continue
         for t in p.get("targets", []) or []:
             expr, unknown = substitute(t.get("expr", "") or "", variables)
-            out.append((p.get("title", "?"), t.get("refId", "?"), expr, unknown))
+            legend = re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", "") or "")
+            out.append((p.get("title", "?"), t.get("refId", "?"), expr, unknown, legend))
     return out
 
 
@@ -208,8 +215,12 @@ def http_get(url, timeout=10):
         return json.loads(r.read().decode())
 
 
-def prom_query(base, expr):
-    """(status, number of series, number of NaN values, error text)."""
+def prom_query(base, expr, need_labels=()):
+    """(status, number of series, number of NaN values, error text).
+
+    need_labels: label names every returned series must carry (those the
+    panel's legendFormat shows); a series without one is reported as an error.
+    """
     url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     try:
         body = http_get(url)
@@ -230,6 +241,11 @@ def prom_query(base, expr):
     else:  # matrix (not expected for instant queries)
         values = [s["values"][-1][1] for s in data["result"] if s["values"]]
     nans = sum(1 for v in values if math.isnan(float(v)))
+    if data["resultType"] in ("vector", "matrix"):
+        for s in data["result"]:
+            missing = [l for l in need_labels if l not in s["metric"]]
+            if missing:
+                return "nolabel", len(values), nans, f"series {s['metric']} lacks legend label(s) {missing}"
     return "success", len(values), nans, ""
 
 
@@ -249,23 +265,23 @@ def cmd_query(args):
     dash = load_dashboard(dash_path)
 
     checks = []
-    for title, ref, expr, unknown in panel_exprs(dash, variables):
-        checks.append((f"panel  {title} [{ref}]", expr, unknown))
+    for title, ref, expr, unknown, legend in panel_targets(dash, variables):
+        checks.append((f"panel  {title} [{ref}]", expr, unknown, legend))
     for name, expr, unknown in variable_exprs(dash, variables):
-        checks.append((f"var    {name}", expr, unknown))
+        checks.append((f"var    {name}", expr, unknown, []))
     for name in recording_rule_names(rule_paths):
-        checks.append((f"record {name}", name, []))
+        checks.append((f"record {name}", name, [], []))
 
     failures = 0
     rows = []
-    for what, expr, unknown in checks:
+    for what, expr, unknown, legend in checks:
         if unknown:
             rows.append((what, "unknown-vars", 0, 0, expr))
             failures += 1
             continue
         status, n, nans, err = "error", 0, 0, ""
         for attempt in range(3):  # a few retries for a rule/scrape in progress
-            status, n, nans, err = prom_query(base, expr)
+            status, n, nans, err = prom_query(base, expr, legend)
             if status == "success" and n > 0:
                 break
             time.sleep(1)

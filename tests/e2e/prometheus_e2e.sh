@@ -18,7 +18,8 @@
 #   e.g. tests/e2e/prometheus_e2e.sh build/server/dytserve-server \
 #          build/repository build/client/dytserve-cli
 # Env:   LOAD_SECONDS (default 18), E2E_BUDGET_S (default 170),
-#        PROMETHEUS (default: prometheus on PATH)
+#        PROMETHEUS (default: prometheus on PATH), DASHBOARD (default: the
+#        repository's deploy/grafana/dashboards/dytserve.json)
 set -euo pipefail
 
 if (($# != 3)); then
@@ -31,7 +32,7 @@ REPO_DIR="$(abspath "$2")"
 CLI_BIN="$(abspath "$3")"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 HELPER="$ROOT/tests/e2e/prom_assets.py"
-DASHBOARD="$ROOT/deploy/grafana/dashboards/dytserve.json"
+DASHBOARD="${DASHBOARD:-$ROOT/deploy/grafana/dashboards/dytserve.json}"
 PROM_YML="$ROOT/deploy/prometheus/prometheus.yml"
 RULES_DIR="$ROOT/deploy/prometheus/rules"
 PROMETHEUS="${PROMETHEUS:-prometheus}"
@@ -78,9 +79,9 @@ cleanup() {
   if [[ -n "$WATCHDOG_PID" ]]; then kill -TERM "$WATCHDOG_PID" 2>/dev/null; wait "$WATCHDOG_PID" 2>/dev/null; fi
   if ((rc != 0)); then
     echo "---- dytserve-server stderr (tail) ----" >&2
-    tail -n 20 "$TMP/server.err" 2>/dev/null >&2
+    tail -n 20 "$TMP/server.err" >&2 2>/dev/null
     echo "---- prometheus log (tail) ----" >&2
-    tail -n 20 "$TMP/prometheus.log" 2>/dev/null >&2
+    tail -n 20 "$TMP/prometheus.log" >&2 2>/dev/null
   fi
   rm -rf "$TMP"
   log "done in $((SECONDS - START_S))s, exit $rc"
@@ -131,7 +132,8 @@ METRICS_ADDR="$(sed -E 's/.* metrics=([^ ]+).*/\1/' <<<"$LINE")"
 [[ "$GRPC_ADDR" == 127.0.0.1:* && "$METRICS_ADDR" == 127.0.0.1:* ]] || {
   echo "FAIL: cannot parse listening line: $LINE" >&2; exit 1; }
 log "server: grpc=$GRPC_ADDR metrics=$METRICS_ADDR"
-curl -fsS --max-time 5 "http://$METRICS_ADDR/metrics" | grep -q '^dytserve_build_info' || {
+METRICS_TEXT="$(curl -fsS --max-time 5 "http://$METRICS_ADDR/metrics")"
+grep -q '^dytserve_build_info' <<<"$METRICS_TEXT" || {
   echo "FAIL: /metrics has no dytserve_build_info" >&2; exit 1; }
 
 # ---------------------------------------------------------------- prometheus
@@ -175,10 +177,12 @@ log "target up"
 # ---------------------------------------------------------------- load
 # One loop per model, bounded by time and count. Every 20th request is
 # invalid (rows > max_batch_size -> INVALID_ARGUMENT) so error series have data.
-load_loop() {  # load_loop MODEL MAX_ROWS ARGS...
-  local model="$1" max_rows="$2" n=0 ok=0 bad=0 rows
+load_loop() {  # load_loop MODEL MAX_ROWS ARGS...   (runs in a background subshell)
+  local model="$1" max_rows="$2" n=0 ok=0 bad=0 rows cli=""
   shift 2
   local end=$((SECONDS + LOAD_SECONDS))
+  # Stopped early (cleanup): stop the request in flight too.
+  trap '[[ -n "$cli" ]] && kill -TERM "$cli" 2>/dev/null; wait 2>/dev/null; exit 143' TERM
   while ((SECONDS < end && n < 5000)); do
     n=$((n + 1))
     if ((n % 20 == 0)); then
@@ -186,11 +190,14 @@ load_loop() {  # load_loop MODEL MAX_ROWS ARGS...
     else
       rows=$(( (n % 4 == 0) ? 4 : 1 ))
     fi
-    if "$CLI_BIN" --target="$GRPC_ADDR" --timeout_ms=5000 infer "$model" --rows "$rows" "$@" >/dev/null 2>&1; then
+    "$CLI_BIN" --target="$GRPC_ADDR" --timeout_ms=5000 infer "$model" --rows "$rows" "$@" >/dev/null 2>&1 &
+    cli=$!
+    if wait "$cli"; then
       ok=$((ok + 1))
     else
       bad=$((bad + 1))
     fi
+    cli=""
   done
   echo "  load $model: $n requests, $ok ok, $bad failed"
 }

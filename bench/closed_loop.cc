@@ -1,0 +1,67 @@
+#include "closed_loop.h"
+
+#include <algorithm>
+#include <atomic>
+
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+namespace dytserve::bench {
+
+LoopResult ClosedLoop(Client& client, const std::string& model, const std::vector<Tensor>& inputs, int concurrency,
+                      absl::Duration warmup, absl::Duration window, const std::function<void()>& at_start,
+                      const std::function<void()>& at_end) {
+  absl::Mutex mu;
+  std::vector<double> latencies;
+  std::atomic<bool> measuring{false}, stop{false};
+  std::atomic<int> errors{0};
+  absl::BlockingCounter workers(concurrency);
+  std::vector<std::function<void()>> loops(concurrency);
+  for (int w = 0; w < concurrency; ++w) {
+    loops[w] = [&, w] {
+      const absl::Time sent = absl::Now();
+      client.InferAsync(model, inputs, {}, [&, w, sent](absl::StatusOr<InferResult> r) {
+        if (!r.ok()) ++errors;
+        if (measuring.load()) {
+          absl::MutexLock lock(&mu);
+          latencies.push_back(absl::ToDoubleMilliseconds(absl::Now() - sent));
+        }
+        if (stop.load()) {
+          workers.DecrementCount();
+        } else {
+          loops[w]();  // the next request of this worker
+        }
+      });
+    };
+  }
+  for (auto& loop : loops) loop();
+  absl::SleepFor(warmup);
+  if (at_start) at_start();
+  measuring = true;
+  const absl::Time start = absl::Now();
+  absl::SleepFor(window);
+  measuring = false;
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+  if (at_end) at_end();
+  stop = true;
+  workers.Wait();
+
+  LoopResult result;
+  absl::MutexLock lock(&mu);
+  std::sort(latencies.begin(), latencies.end());
+  result.rps = latencies.size() / elapsed;
+  if (!latencies.empty()) {
+    result.p50_ms = latencies[latencies.size() / 2];
+    result.p99_ms = latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
+  }
+  result.errors = errors.load();
+  return result;
+}
+
+double MetricValue(const std::string& scrape, const std::string& series) {
+  const size_t at = scrape.find(series + " ");
+  return at == std::string::npos ? 0 : std::stod(scrape.substr(at + series.size() + 1));
+}
+
+}  // namespace dytserve::bench

@@ -1,0 +1,33 @@
+// Closed-loop load for benchmarks: `concurrency` workers, each keeping one
+// request in flight, measured over a window after a warm-up.
+#ifndef DYTSERVE_BENCH_CLOSED_LOOP_H_
+#define DYTSERVE_BENCH_CLOSED_LOOP_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "dytserve/client.h"
+
+namespace dytserve::bench {
+
+struct LoopResult {
+  double rps = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+  int errors = 0;
+};
+
+// `at_start` / `at_end` run right at the edges of the measured window (e.g.
+// to scrape server metrics).
+LoopResult ClosedLoop(Client& client, const std::string& model, const std::vector<Tensor>& inputs, int concurrency,
+                      absl::Duration warmup, absl::Duration window, const std::function<void()>& at_start = {},
+                      const std::function<void()>& at_end = {});
+
+// The value of one series in a Prometheus text scrape; 0 when absent.
+double MetricValue(const std::string& scrape, const std::string& series);
+
+}  // namespace dytserve::bench
+
+#endif  // DYTSERVE_BENCH_CLOSED_LOOP_H_
