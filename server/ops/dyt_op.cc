@@ -1,0 +1,115 @@
+#include "server/ops/dyt_op.h"
+
+#include <atomic>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "server/ops/dyt_kernel.h"
+
+namespace dytserve::ops {
+namespace {
+
+std::atomic<DytIsa> g_forced{DytIsa::kAuto};
+
+bool HasAvx512() { return __builtin_cpu_supports("avx512f"); }
+bool HasAvx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+// Elements one parallel task should cover: large enough that scheduling is
+// noise, small enough that both cores of a small box get work.
+constexpr int64_t kGrainElements = 1 << 15;
+
+at::Tensor Unfused(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
+                   const c10::optional<at::Tensor>& bias, bool channels_last, int64_t channels) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[channels_last ? x.dim() - 1 : 1] = channels;
+  at::Tensor y = at::tanh(alpha.reshape({}).to(x.scalar_type()) * x);
+  if (weight.has_value()) y = y * weight->reshape(shape).to(x.scalar_type());
+  if (bias.has_value()) y = y + bias->reshape(shape).to(x.scalar_type());
+  return y.contiguous();
+}
+
+}  // namespace
+
+void SetDytIsa(DytIsa isa) { g_forced.store(isa); }
+
+DytIsa ActiveDytIsa() {
+  const DytIsa forced = g_forced.load();
+  if (forced == DytIsa::kScalar) return DytIsa::kScalar;
+  if ((forced == DytIsa::kAuto || forced == DytIsa::kAvx512) && HasAvx512()) return DytIsa::kAvx512;
+  if (HasAvx2()) return DytIsa::kAvx2;
+  return DytIsa::kScalar;
+}
+
+const char* DytIsaName(DytIsa isa) {
+  switch (isa) {
+    case DytIsa::kAuto: return "auto";
+    case DytIsa::kScalar: return "scalar";
+    case DytIsa::kAvx2: return "avx2";
+    case DytIsa::kAvx512: return "avx512";
+  }
+  return "?";
+}
+
+at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
+               const c10::optional<at::Tensor>& bias, bool channels_last) {
+  TORCH_CHECK(x.is_floating_point(), "dytserve::dyt: x must be floating point, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() >= (channels_last ? 1 : 2), "dytserve::dyt: x of rank ", x.dim(), " has no channel dim");
+  TORCH_CHECK(alpha.numel() == 1, "dytserve::dyt: alpha must have one element, got ", alpha.numel());
+  const int64_t channels = channels_last ? x.size(-1) : x.size(1);
+  for (const auto* p : {&weight, &bias}) {
+    TORCH_CHECK(!p->has_value() || (*p)->numel() == channels, "dytserve::dyt: weight/bias must have ", channels,
+                " elements (the channel dim), got ", (*p)->numel());
+  }
+  const at::ScalarType type = x.scalar_type();
+  if ((type != at::kFloat && type != at::kHalf && type != at::kBFloat16) || !x.device().is_cpu()) {
+    return Unfused(x, alpha, weight, bias, channels_last, channels);
+  }
+
+  const at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty_like(xc, at::MemoryFormat::Contiguous);
+  // The per-channel affine stays in float whatever x is: it is C numbers.
+  const at::Tensor w = weight.has_value() ? weight->reshape({channels}).to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor b = bias.has_value() ? bias->reshape({channels}).to(at::kFloat).contiguous() : at::Tensor();
+
+  DytArgs args;
+  args.x = xc.data_ptr();
+  args.y = y.data_ptr();
+  args.dtype = type == at::kFloat ? DytDtype::kFloat : type == at::kHalf ? DytDtype::kHalf : DytDtype::kBFloat16;
+  args.alpha = alpha.item<float>();
+  args.weight = w.defined() ? w.data_ptr<float>() : nullptr;
+  args.bias = b.defined() ? b.data_ptr<float>() : nullptr;
+  args.channels = channels;
+  if (channels_last) {
+    args.outer = channels == 0 ? 0 : xc.numel() / channels;
+    args.inner = 1;
+  } else {
+    args.outer = xc.size(0);
+    args.inner = channels == 0 || args.outer == 0 ? 0 : xc.numel() / (args.outer * channels);
+  }
+  if (xc.numel() == 0) return y;
+
+  void (*kernel)(const DytArgs&, int64_t, int64_t) = DytRowsScalar;
+  switch (ActiveDytIsa()) {
+    case DytIsa::kAvx512: kernel = DytRowsAvx512; break;
+    case DytIsa::kAvx2: kernel = DytRowsAvx2; break;
+    default: break;
+  }
+  const int64_t row_length = args.inner == 1 ? args.channels : args.inner;
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(row_length, 1));
+  at::parallel_for(0, args.rows(), grain, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
+  return y;
+}
+
+void EnsureDytRegistered() {}
+
+TORCH_LIBRARY(dytserve, m) {
+  m.def("dyt(Tensor x, Tensor alpha, Tensor? weight=None, Tensor? bias=None, bool channels_last=True) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(dytserve, CPU, m) { m.impl("dyt", &Dyt); }
+
+}  // namespace dytserve::ops
