@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "server/core/log.h"
 #include "server/core/tensor_codec.h"
+#include "server/ops/dyt_fusion.h"
 
 namespace dytserve {
 namespace {
@@ -63,6 +64,79 @@ class PeakMemoryTracker final : public c10::MemoryReportingInfoBase {
   int64_t peak_ = 0;
 };
 
+// Inputs that exercise the model: random floats, zero ids, masks of ones;
+// `rows` rows and variable dims of `length`.
+std::vector<at::Tensor> WarmupInputs(const ModelSpec& spec, int64_t rows, int64_t length, bool random) {
+  std::vector<at::Tensor> inputs;
+  for (const TensorSpec& in : spec.inputs) {
+    std::vector<int64_t> shape = spec.WireShape(in);
+    for (size_t i = 0; i < shape.size(); ++i) {
+      if (shape[i] == -1) shape[i] = (spec.batched() && i == 0) ? rows : length;
+    }
+    const auto options = at::TensorOptions().dtype(ScalarTypeOf(in.type));
+    if (in.generated()) {
+      inputs.push_back(at::ones(shape, options));  // every position real
+    } else if (random && at::isFloatingType(ScalarTypeOf(in.type))) {
+      inputs.push_back(at::randn(shape, at::TensorOptions().dtype(at::kFloat)).to(ScalarTypeOf(in.type)));
+    } else {
+      inputs.push_back(at::zeros(shape, options));
+    }
+  }
+  return inputs;
+}
+
+std::vector<at::Tensor> RunModule(torch::jit::Module& module, const std::vector<at::Tensor>& inputs) {
+  c10::InferenceMode guard;
+  std::vector<torch::jit::IValue> args(inputs.begin(), inputs.end());
+  torch::jit::IValue result = module.forward(args);
+  std::vector<at::Tensor> out;
+  if (result.isTensor()) {
+    out.push_back(result.toTensor());
+  } else if (result.isTuple()) {
+    for (const auto& v : result.toTupleRef().elements()) {
+      if (v.isTensor()) out.push_back(v.toTensor());
+    }
+  }
+  return out;
+}
+
+// Freezes a copy of `module` and fuses its DyT subgraphs. The copy replaces
+// `module` only if it reproduces the original's outputs on a warm-up input
+// (relative error <= 1e-4); otherwise the original stays, and the log says why.
+int TryFuseDyt(const ModelSpec& spec, torch::jit::Module* module) {
+  constexpr double kTolerance = 1e-4;
+  try {
+    torch::jit::Module candidate = torch::jit::freeze(*module);
+    const int fused = ops::FuseDyt(candidate);
+    if (fused == 0) return 0;
+    at::manual_seed(0);
+    const std::vector<at::Tensor> warmup = WarmupInputs(spec, spec.batched() ? 2 : 0, 8, /*random=*/true);
+    const std::vector<at::Tensor> want = RunModule(*module, warmup);
+    const std::vector<at::Tensor> got = RunModule(candidate, warmup);
+    double worst = 0;
+    for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
+      const at::Tensor a = want[i].to(at::kDouble), b = got[i].to(at::kDouble);
+      const double scale = std::max(a.abs().max().item<double>(), 1e-6);
+      worst = std::max(worst, (a - b).abs().max().item<double>() / scale);
+    }
+    if (want.size() != got.size() || want.empty() || !(worst <= kTolerance)) {
+      LogWarning(absl::StrCat("model '", spec.name, "': fused DyT differs from the original by ", worst,
+                              " (relative) on the warm-up input, above ", kTolerance, "; serving the original"));
+      return 0;
+    }
+    LogInfo(absl::StrCat("model '", spec.name, "': fused ", fused, " DyT subgraph(s) into dytserve::dyt (", worst,
+                         " relative difference on the warm-up input)"));
+    *module = candidate;
+    return fused;
+  } catch (const c10::Error& e) {
+    LogWarning(absl::StrCat("model '", spec.name, "': DyT fusion failed, serving the original: ",
+                            e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    LogWarning(absl::StrCat("model '", spec.name, "': DyT fusion failed, serving the original: ", e.what()));
+  }
+  return 0;
+}
+
 std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
 }  // namespace
@@ -73,12 +147,14 @@ struct Model::Impl {
   ModelSpec spec;
   int threads = 0;
   bool track_memory = true;
+  int fused_dyt = 0;
+  int64_t weight_bytes = 0;  // counted before freezing turns parameters into constants
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
   device_name_ = impl_->device.str();
-  for (const at::Tensor& p : impl_->module.parameters()) weight_bytes_ += p.numel() * p.element_size();
-  for (const at::Tensor& b : impl_->module.buffers()) weight_bytes_ += b.numel() * b.element_size();
+  fused_dyt_ = impl_->fused_dyt;
+  weight_bytes_ = impl_->weight_bytes;
 }
 
 Model::~Model() = default;
@@ -98,7 +174,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
   try {
     impl->module = torch::jit::load(file.string(), *device);
     impl->module.eval();
+    for (const at::Tensor& p : impl->module.parameters()) impl->weight_bytes += p.numel() * p.element_size();
+    for (const at::Tensor& b : impl->module.buffers()) impl->weight_bytes += b.numel() * b.element_size();
     if (spec.config.optimization().freeze()) impl->module = torch::jit::freeze(impl->module);
+    const v1::Optimization& opt = spec.config.optimization();
+    if (!opt.has_fuse_dyt() || opt.fuse_dyt()) impl->fused_dyt = TryFuseDyt(spec, &impl->module);
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("model '", spec.name, "': cannot load ", file.string(), ": ",
                                                    e.what_without_backtrace()));

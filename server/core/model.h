@@ -46,6 +46,9 @@ class Model {
   // Allocations on intra-op worker threads or inside oneDNN's own pools are
   // not seen; on CPU with one intra-op thread that is almost nothing.
   int64_t last_peak_bytes() const { return last_peak_bytes_; }
+  // DyT subgraphs replaced by the fused operator at load (0: none found, or
+  // fusion off, or the fused module failed verification).
+  int fused_dyt() const { return fused_dyt_; }
 
  private:
   struct Impl;
@@ -55,6 +58,7 @@ class Model {
   std::string device_name_;
   int64_t weight_bytes_ = 0;
   int64_t last_peak_bytes_ = 0;
+  int fused_dyt_ = 0;
 };
 
 }  // namespace dytserve

@@ -93,7 +93,11 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
       load_seconds_(prometheus::BuildGauge()
                         .Name("dytserve_model_load_duration_seconds")
                         .Help("Time the last load of a model version took, checks included.")
-                        .Register(*registry_)) {
+                        .Register(*registry_)),
+      fused_dyt_(prometheus::BuildGauge()
+                     .Name("dytserve_model_fused_dyt")
+                     .Help("DyT subgraphs the load-time rewrite replaced with the fused operator.")
+                     .Register(*registry_)) {
   prometheus::BuildGauge()
       .Name("dytserve_build_info")
       .Help("Build facts of this server; the value is always 1.")
@@ -135,6 +139,10 @@ void ServerMetrics::SetWeightBytes(const std::string& model, const std::string& 
   weight_bytes_
       .Add({{"model", model}, {"version", version}, {"instance", std::to_string(instance)}, {"device", device}})
       .Set(bytes);
+}
+
+void ServerMetrics::SetFusedDyt(const std::string& model, const std::string& version, double count) {
+  fused_dyt_.Add({{"model", model}, {"version", version}}).Set(count);
 }
 
 void ServerMetrics::SetLoadSeconds(const std::string& model, const std::string& version, double seconds) {
