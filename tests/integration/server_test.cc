@@ -345,6 +345,11 @@ TEST_F(ServerTest, MetricsCountServedRequests) {
   ASSERT_NE(at, std::string::npos) << *body;
   EXPECT_GE(std::stod(body->substr(at + prefix.size())), 3);
   EXPECT_NE(body->find("process_resident_memory_bytes "), std::string::npos);
+  // The load-time rewrite found every DyT of the zoo and nothing in the norm twins.
+  EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"vit_dyt\",version=\"1\"} 9"), std::string::npos);
+  EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"llama_dyt\",version=\"1\"} 5"), std::string::npos);
+  EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"vit_ln\",version=\"1\"} 0"), std::string::npos);
+  EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"llama_rms\",version=\"1\"} 0"), std::string::npos);
   EXPECT_NE(body->find("dytserve_model_weight_bytes{device=\"cpu\",instance=\"0\",model=\"vit_dyt\",version=\"1\"}"),
             std::string::npos);
 }
@@ -453,6 +458,24 @@ TEST(BadRepository, GoodModelsLoadAndErrorsNameModelAndField) {
   EXPECT_NE(log.find("typo/config.pbtxt: line 2"), std::string::npos) << log;
   EXPECT_NE(log.find("max_batch_sizes"), std::string::npos) << log;
   EXPECT_NE(log.find("model 'garbage': cannot load"), std::string::npos) << log;
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  fs::remove_all(dir);
+}
+
+TEST(DytFusion, ConfigSwitchTurnsItOff) {
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-nofuse-", getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir / "vit_dyt/1");
+  fs::create_symlink(fs::path(kRepo) / "vit_dyt/1/model.pt", dir / "vit_dyt/1/model.pt");
+  std::ofstream(dir / "vit_dyt/config.pbtxt")
+      << "max_batch_size: 8\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
+         "output { name: \"logits\" data_type: TYPE_FP32 dims: [10] }\noptimization { fuse_dyt: false }\n";
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(kServer, {absl::StrCat("--model_repository=", dir.string())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
+  EXPECT_NE(body.find("dytserve_model_fused_dyt{model=\"vit_dyt\",version=\"1\"} 0"), std::string::npos) << body;
+  EXPECT_EQ((*server)->Stderr().find("fused"), std::string::npos);
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
   fs::remove_all(dir);
 }
