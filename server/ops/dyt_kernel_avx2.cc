@@ -11,7 +11,9 @@ constexpr int64_t kLanes = 8;
 
 inline Vec Set1(float v) { return _mm256_set1_ps(v); }
 inline Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
-inline Vec Div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+inline Vec Rcp(Vec a) { return _mm256_rcp_ps(a); }
+// c - a * b
+inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
 inline Vec Min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
 inline Vec Max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 inline Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }

@@ -11,7 +11,9 @@ constexpr int64_t kLanes = 16;
 
 inline Vec Set1(float v) { return _mm512_set1_ps(v); }
 inline Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-inline Vec Div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+inline Vec Rcp(Vec a) { return _mm512_rcp14_ps(a); }
+// c - a * b
+inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
 inline Vec Min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 inline Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 inline Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
