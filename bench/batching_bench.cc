@@ -106,16 +106,14 @@ int Run() {
   const fs::path source = absl::GetFlag(FLAGS_repo);
   const absl::Duration duration = absl::Seconds(absl::GetFlag(FLAGS_seconds));
   const fs::path repo = MakeRepo(source);
-  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server = testing::ServerProcess::Start(
-      absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
-  if (!server.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
+  absl::StatusOr<bench::BenchServer> started =
+      bench::StartServer(absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
+  if (!started.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(started.status().message()).c_str());
     return 1;
   }
-  ClientOptions options;
-  options.endpoints = {(*server)->grpc_address()};
-  options.default_deadline = absl::Seconds(60);
-  std::unique_ptr<Client> client = *Client::Create(options);
+  std::unique_ptr<testing::ServerProcess>& server = started->process;
+  std::unique_ptr<Client>& client = started->client;
 
   std::printf("dytserve batching benchmark, CPU, %d intra-op thread(s), max_queue_delay %d us, %.1f s per point\n",
               at::get_num_threads(), kDelayUs, absl::ToDoubleSeconds(duration));
@@ -126,8 +124,8 @@ int Run() {
     std::printf("%5s | %10s %8s %8s | %10s %8s %8s %7s %9s | %7s %8s %9s\n", "conc", "off rps", "p50 ms",
                 "p99 ms", "on rps", "p50 ms", "p99 ms", "batch", "comp ms", "on/off", "on/offl", "p99/bound");
     for (int c : {1, 8, 32, 64}) {
-      const Point off = Measure(*client, **server, model + "_nobatch", c, duration);
-      const Point on = Measure(*client, **server, model, c, duration);
+      const Point off = Measure(*client, *server, model + "_nobatch", c, duration);
+      const Point on = Measure(*client, *server, model, c, duration);
       const double bound = kDelayUs / 1000.0 + 2 * on.compute_ms;
       std::printf("%5d | %10.0f %8.2f %8.2f | %10.0f %8.2f %8.2f %7.1f %9.2f | %6.2fx %7.0f%% %9.2f\n", c, off.rps,
                   off.p50_ms, off.p99_ms, on.rps, on.p50_ms, on.p99_ms, on.mean_batch, on.compute_ms,
@@ -136,7 +134,7 @@ int Run() {
   }
   std::printf("\ngoals at c=32: on/off >= 3x, on/offline >= 85%%, p99/bound <= 1 "
               "(bound = max_queue_delay + 2 x mean batch compute)\n");
-  (*server)->Stop(SIGTERM);
+  server->Stop(SIGTERM);
   fs::remove_all(repo);
   return 0;
 }

@@ -59,6 +59,18 @@ LoopResult ClosedLoop(Client& client, const std::string& model, const std::vecto
   return result;
 }
 
+absl::StatusOr<BenchServer> StartServer(const std::string& binary, std::vector<std::string> args) {
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> process =
+      testing::ServerProcess::Start(binary, std::move(args));
+  if (!process.ok()) return process.status();
+  ClientOptions options;
+  options.endpoints = {(*process)->grpc_address()};
+  options.default_deadline = absl::Seconds(60);
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
+  if (!client.ok()) return client.status();
+  return BenchServer{*std::move(process), *std::move(client)};
+}
+
 double MetricValue(const std::string& scrape, const std::string& series) {
   const size_t at = scrape.find(series + " ");
   return at == std::string::npos ? 0 : std::stod(scrape.substr(at + series.size() + 1));

@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "dytserve/client.h"
+#include "support/server_process.h"
 
 namespace dytserve::bench {
 
@@ -24,6 +26,13 @@ struct LoopResult {
 LoopResult ClosedLoop(Client& client, const std::string& model, const std::vector<Tensor>& inputs, int concurrency,
                       absl::Duration warmup, absl::Duration window, const std::function<void()>& at_start = {},
                       const std::function<void()>& at_end = {});
+
+// A real server on loopback and a client for it.
+struct BenchServer {
+  std::unique_ptr<testing::ServerProcess> process;
+  std::unique_ptr<Client> client;
+};
+absl::StatusOr<BenchServer> StartServer(const std::string& binary, std::vector<std::string> args);
 
 // The value of one series in a Prometheus text scrape; 0 when absent.
 double MetricValue(const std::string& scrape, const std::string& series);

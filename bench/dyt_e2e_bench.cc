@@ -44,16 +44,14 @@ int Run() {
   for (const std::string decoder : {"llama_rms", "llama_dyt"}) {
     if (!fs::exists(repo / decoder)) fs::create_directory_symlink(fs::absolute(fs::path(absl::GetFlag(FLAGS_repo)) / decoder), repo / decoder);
   }
-  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server = testing::ServerProcess::Start(
-      absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
-  if (!server.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
+  absl::StatusOr<bench::BenchServer> started =
+      bench::StartServer(absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
+  if (!started.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(started.status().message()).c_str());
     return 1;
   }
-  ClientOptions options;
-  options.endpoints = {(*server)->grpc_address()};
-  options.default_deadline = absl::Seconds(60);
-  std::unique_ptr<Client> client = *Client::Create(options);
+  std::unique_ptr<testing::ServerProcess>& server = started->process;
+  std::unique_ptr<Client>& client = started->client;
 
   const std::vector<std::string> models = {"vit_tiny_ln", "vit_tiny_dyt", "vit_tiny_dyt_unfused", "llama_rms",
                                            "llama_dyt"};
@@ -85,7 +83,7 @@ int Run() {
               median("vit_tiny_dyt") / median("vit_tiny_ln"), median("vit_tiny_dyt_unfused") / median("vit_tiny_ln"));
   std::printf("decoder (1x128 tokens): DyT fused / RMSNorm = %.3f (goal <= 1.0)\n",
               median("llama_dyt") / median("llama_rms"));
-  (*server)->Stop(SIGTERM);
+  server->Stop(SIGTERM);
   return 0;
 }
 

@@ -40,16 +40,14 @@ int Run() {
   std::unique_ptr<Client> clients[2];
   const char* names[2] = {"metrics on ", "metrics off"};
   for (int i = 0; i < 2; ++i) {
-    absl::StatusOr<std::unique_ptr<testing::ServerProcess>> s = testing::ServerProcess::Start(
+    absl::StatusOr<bench::BenchServer> s = bench::StartServer(
         absl::GetFlag(FLAGS_server), {repo, i == 0 ? "--record_metrics=true" : "--record_metrics=false"});
     if (!s.ok()) {
       std::fprintf(stderr, "%s\n", std::string(s.status().message()).c_str());
       return 1;
     }
-    servers[i] = *std::move(s);
-    ClientOptions options;
-    options.endpoints = {servers[i]->grpc_address()};
-    clients[i] = *Client::Create(options);
+    servers[i] = std::move(s->process);
+    clients[i] = std::move(s->client);
   }
   const std::string model = absl::GetFlag(FLAGS_model);
   std::mt19937_64 rng(1);

@@ -20,22 +20,39 @@ namespace {
 
 using testing::ServerProcess;
 
-TEST(GracefulShutdown, AcceptedRequestsFinishAndTheServerExitsZero) {
+// A server with the given grace period, a client, and decoder inputs of
+// `rows` x 128 tokens: long enough that work is queued when the signal lands.
+struct Loaded {
+  std::unique_ptr<ServerProcess> server;
+  std::unique_ptr<Client> client;
+  std::vector<Tensor> inputs;
+};
+
+Loaded StartLoaded(int grace_s, const std::string& model, int64_t rows) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
-      DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO), "--shutdown_grace_s=60"});
-  ASSERT_TRUE(server.ok()) << server.status();
+      DYTSERVE_SERVER_BIN,
+      {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO), absl::StrCat("--shutdown_grace_s=", grace_s)});
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (!server.ok()) return {};
   ClientOptions options;
   options.endpoints = {(*server)->grpc_address()};
   options.default_deadline = absl::Seconds(120);
   std::unique_ptr<Client> client = *Client::Create(options);
-
-  // Long sequences keep the decoder busy, so that work is queued when the signal lands.
   std::mt19937_64 rng(9);
   GenerateOptions g;
-  g.rows = 4;
+  g.rows = rows;
   g.seq_len = 128;
   g.int_high = 256;
-  const std::vector<Tensor> inputs = *GenerateInputs(*client->GetModelMetadata("llama_rms"), g, &rng);
+  std::vector<Tensor> inputs = *GenerateInputs(*client->GetModelMetadata(model), g, &rng);
+  return {*std::move(server), std::move(client), std::move(inputs)};
+}
+
+TEST(GracefulShutdown, AcceptedRequestsFinishAndTheServerExitsZero) {
+  Loaded loaded = StartLoaded(60, "llama_rms", 4);
+  ASSERT_NE(loaded.server, nullptr);
+  ServerProcess* server = loaded.server.get();
+  Client* client = loaded.client.get();
+  const std::vector<Tensor>& inputs = loaded.inputs;
   ASSERT_TRUE(client->Infer("llama_rms", inputs).ok());
 
   constexpr int kRequests = 120;
@@ -63,13 +80,13 @@ TEST(GracefulShutdown, AcceptedRequestsFinishAndTheServerExitsZero) {
     absl::MutexLock lock(&mu);
     mu.Await(absl::Condition(+[](int* d) { return *d > 0; }, &done));
   }
-  kill((*server)->pid(), SIGTERM);
+  kill(server->pid(), SIGTERM);
   pending.Wait();
 
   // Requests sent after the signal are refused; nothing accepted is dropped.
   absl::StatusOr<InferResult> late = client->Infer("llama_rms", inputs);
   EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable) << late.status();
-  EXPECT_EQ((*server)->Stop(SIGTERM, absl::Seconds(60)), 0) << (*server)->Stderr();
+  EXPECT_EQ(server->Stop(SIGTERM, absl::Seconds(60)), 0) << server->Stderr();
 
   absl::MutexLock lock(&mu);
   for (const auto& [code, count] : codes) {
@@ -79,23 +96,15 @@ TEST(GracefulShutdown, AcceptedRequestsFinishAndTheServerExitsZero) {
   EXPECT_GT(codes[absl::StatusCode::kOk], 0);
   std::printf("after SIGTERM: %d OK, %d UNAVAILABLE of %d\n", codes[absl::StatusCode::kOk],
               codes[absl::StatusCode::kUnavailable], kRequests);
-  EXPECT_NE((*server)->Stderr().find("received signal 15"), std::string::npos);
+  EXPECT_NE(server->Stderr().find("received signal 15"), std::string::npos);
 }
 
 TEST(GracefulShutdown, QueuedWorkBeyondTheGracePeriodIsAnsweredUnavailable) {
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
-      DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO), "--shutdown_grace_s=0"});
-  ASSERT_TRUE(server.ok()) << server.status();
-  ClientOptions options;
-  options.endpoints = {(*server)->grpc_address()};
-  options.default_deadline = absl::Seconds(120);
-  std::unique_ptr<Client> client = *Client::Create(options);
-  std::mt19937_64 rng(9);
-  GenerateOptions g;
-  g.rows = 16;
-  g.seq_len = 128;
-  g.int_high = 256;
-  const std::vector<Tensor> inputs = *GenerateInputs(*client->GetModelMetadata("llama_dyt"), g, &rng);
+  Loaded loaded = StartLoaded(0, "llama_dyt", 16);
+  ASSERT_NE(loaded.server, nullptr);
+  ServerProcess* server = loaded.server.get();
+  Client* client = loaded.client.get();
+  const std::vector<Tensor>& inputs = loaded.inputs;
   constexpr int kRequests = 40;
   absl::Mutex mu;
   std::map<absl::StatusCode, int> codes;
@@ -109,9 +118,9 @@ TEST(GracefulShutdown, QueuedWorkBeyondTheGracePeriodIsAnsweredUnavailable) {
   }
   absl::SleepFor(absl::Milliseconds(300));  // let requests reach the queue; not a timing assertion
   const absl::Time signalled = absl::Now();
-  kill((*server)->pid(), SIGTERM);
+  kill(server->pid(), SIGTERM);
   pending.Wait();
-  EXPECT_EQ((*server)->Stop(SIGTERM, absl::Seconds(60)), 0) << (*server)->Stderr();
+  EXPECT_EQ(server->Stop(SIGTERM, absl::Seconds(60)), 0) << server->Stderr();
   std::printf("grace 0: exited %.2fs after SIGTERM\n", absl::ToDoubleSeconds(absl::Now() - signalled));
   absl::MutexLock lock(&mu);
   int answered = 0;
