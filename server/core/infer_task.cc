@@ -161,13 +161,14 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
     }
   }
   if (!status.ok()) {
-    metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(absl::Now() - start));
     if (tasks.size() > 1) {
+      // The failed pass is not counted: its rows are counted when re-run.
       // One bad request (say a token id past the vocabulary) must not fail
       // the others that shared its batch: run each alone to find out.
       for (InferTask* t : tasks) RunGroup(model, instance, metrics, {t});
       return;
     }
+    metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(absl::Now() - start));
     tasks[0]->Complete(status);
     return;
   }

@@ -124,7 +124,7 @@ std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, 
   m->executions_ = &executions_.Add(labels);
   for (size_t i = 0; i < devices.size(); ++i) {
     prometheus::Labels with_instance = labels;
-    with_instance["instance"] = std::to_string(i);
+    with_instance["model_instance"] = std::to_string(i);
     m->instance_executions_.push_back(&instance_executions_.Add(with_instance));
     with_instance["device"] = devices[i];
     m->instance_peak_bytes_.push_back(&peak_batch_bytes_.Add(with_instance));
@@ -137,7 +137,7 @@ std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, 
 void ServerMetrics::SetWeightBytes(const std::string& model, const std::string& version, int instance,
                                    const std::string& device, double bytes) {
   weight_bytes_
-      .Add({{"model", model}, {"version", version}, {"instance", std::to_string(instance)}, {"device", device}})
+      .Add({{"model", model}, {"version", version}, {"model_instance", std::to_string(instance)}, {"device", device}})
       .Set(bytes);
 }
 

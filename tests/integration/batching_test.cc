@@ -141,7 +141,7 @@ TEST(Instances, EachInstanceHasItsCopyAndLoadIsSpread) {
   EXPECT_EQ(failures.load(), 0);
   const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
   for (const char* instance : {"0", "1"}) {
-    const std::string labels = absl::StrCat("instance=\"", instance, "\",model=\"vit_dyt\",version=\"1\"}");
+    const std::string labels = absl::StrCat("model=\"vit_dyt\",model_instance=\"", instance, "\",version=\"1\"}");
     EXPECT_GT(Metric(body, "dytserve_instance_batch_executions_total{" + labels), 0) << "instance " << instance;
     EXPECT_GT(Metric(body, "dytserve_model_weight_bytes{device=\"cpu\"," + labels), 1e6) << "instance " << instance;
   }

@@ -350,7 +350,7 @@ TEST_F(ServerTest, MetricsCountServedRequests) {
   EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"llama_dyt\",version=\"1\"} 5"), std::string::npos);
   EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"vit_ln\",version=\"1\"} 0"), std::string::npos);
   EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"llama_rms\",version=\"1\"} 0"), std::string::npos);
-  EXPECT_NE(body->find("dytserve_model_weight_bytes{device=\"cpu\",instance=\"0\",model=\"vit_dyt\",version=\"1\"}"),
+  EXPECT_NE(body->find("dytserve_model_weight_bytes{device=\"cpu\",model=\"vit_dyt\",model_instance=\"0\",version=\"1\"}"),
             std::string::npos);
 }
 
@@ -361,7 +361,7 @@ double MetricValue(const std::string& body, const std::string& series) {
 
 TEST_F(ServerTest, PeakBatchMemoryIsMeasuredAndGrowsWithTheBatch) {
   const std::string series =
-      "dytserve_model_peak_batch_bytes{device=\"cpu\",instance=\"0\",model=\"llama_rms\",version=\"1\"}";
+      "dytserve_model_peak_batch_bytes{device=\"cpu\",model=\"llama_rms\",model_instance=\"0\",version=\"1\"}";
   ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 1, 4, 1)).ok());
   const double small = MetricValue(*testing::HttpGet(server_->metrics_address(), "/metrics"), series);
   ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 8, 64, 1)).ok());

@@ -48,7 +48,7 @@ TEST(ModelMetrics, PeakBatchBytesKeepsTheLargest) {
   double instance1 = -1;
   for (const auto& metric : peak->metric) {
     for (const auto& label : metric.label) {
-      if (label.name == "instance" && label.value == "1") instance1 = metric.gauge.value;
+      if (label.name == "model_instance" && label.value == "1") instance1 = metric.gauge.value;
     }
   }
   EXPECT_EQ(instance1, 100);
