@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include "absl/strings/match.h"
@@ -476,6 +477,36 @@ TEST(DytFusion, ConfigSwitchTurnsItOff) {
   const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
   EXPECT_NE(body.find("dytserve_model_fused_dyt{model=\"vit_dyt\",version=\"1\"} 0"), std::string::npos) << body;
   EXPECT_EQ((*server)->Stderr().find("fused"), std::string::npos);
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  fs::remove_all(dir);
+}
+
+TEST(Devices, AutoFallsBackToCpuAndMissingCudaIsAModelError) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this checks the CPU-only behaviour";
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-devices-", getpid());
+  fs::remove_all(dir);
+  for (const std::string device : {"auto", "cuda:0"}) {
+    const std::string name = device == "auto" ? "on_auto" : "on_cuda";
+    fs::create_directories(dir / name / "1");
+    fs::create_symlink(fs::path(kRepo) / "vit_ln/1/model.pt", dir / name / "1/model.pt");
+    std::ofstream(dir / name / "config.pbtxt")
+        << "max_batch_size: 8\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
+           "output { name: \"logits\" data_type: TYPE_FP32 dims: [10] }\ninstance_group { device: \""
+        << device << "\" }\n";
+  }
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(kServer, {absl::StrCat("--model_repository=", dir.string())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  std::unique_ptr<Client> client = *Client::Create(options);
+  EXPECT_TRUE(*client->ModelReady("on_auto"));
+  EXPECT_FALSE(*client->ModelReady("on_cuda"));
+  const std::string log = (*server)->Stderr();
+  EXPECT_NE(log.find("model 'on_auto': device auto: CUDA is not available, serving on CPU"), std::string::npos) << log;
+  EXPECT_NE(log.find("model 'on_cuda': instance_group.device: 'cuda:0' requested but CUDA is not available"),
+            std::string::npos)
+      << log;
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
   fs::remove_all(dir);
 }

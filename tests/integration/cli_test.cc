@@ -1,0 +1,107 @@
+// dytserve-cli against the real server: health, metadata and infer print
+// JSON and exit 0; errors go to stderr with a non-zero exit.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "support/server_process.h"
+
+namespace dytserve {
+namespace {
+
+using testing::ServerProcess;
+
+struct CliRun {
+  int exit_code;
+  std::string out;
+};
+
+CliRun Cli(const std::string& target, const std::string& args) {
+  const std::string command = absl::StrCat(DYTSERVE_CLI_BIN, " --target=", target, " ", args, " 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  CliRun run{-1, ""};
+  if (pipe == nullptr) return run;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) run.out.append(buf, n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO)});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  static ServerProcess* server_;
+};
+ServerProcess* CliTest::server_ = nullptr;
+
+TEST_F(CliTest, Health) {
+  const CliRun server = Cli(server_->grpc_address(), "health");
+  EXPECT_EQ(server.exit_code, 0) << server.out;
+  EXPECT_EQ(server.out, "{\"service\":\"\",\"status\":\"SERVING\",\"live\":true,\"ready\":true}\n");
+  const CliRun model = Cli(server_->grpc_address(), "health vit_dyt");
+  EXPECT_EQ(model.exit_code, 0) << model.out;
+  EXPECT_NE(model.out.find("\"status\":\"SERVING\""), std::string::npos) << model.out;
+  const CliRun unknown = Cli(server_->grpc_address(), "health nope");
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.out.find("NOT_FOUND"), std::string::npos) << unknown.out;
+}
+
+TEST_F(CliTest, Metadata) {
+  const CliRun run = Cli(server_->grpc_address(), "metadata llama_dyt");
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_NE(run.out.find("\"inputs\":[{\"name\":\"input_ids\",\"datatype\":\"INT64\",\"shape\":[-1,-1]}]"),
+            std::string::npos)
+      << run.out;
+}
+
+TEST_F(CliTest, InferPrintsTopKForTheClassifier) {
+  const CliRun run = Cli(server_->grpc_address(), "infer vit_dyt --top_k 3");
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_TRUE(absl::StartsWith(run.out, "{\"model\":\"vit_dyt\",\"version\":\"1\"")) << run.out;
+  EXPECT_NE(run.out.find("\"shape\":[1,10],\"top_k\":[[{\"index\":"), std::string::npos) << run.out;
+}
+
+TEST_F(CliTest, InferDecoderValuesAndJsonInputs) {
+  const CliRun values = Cli(server_->grpc_address(), "infer llama_rms --seq_len 4 --int_high 256 --top_k 0 --max_values 3");
+  EXPECT_EQ(values.exit_code, 0) << values.out;
+  EXPECT_NE(values.out.find("\"shape\":[1,4,256],\"values\":["), std::string::npos) << values.out;
+  EXPECT_NE(values.out.find("\"truncated_from\":1024"), std::string::npos) << values.out;
+
+  const std::string path = ::testing::TempDir() + "/cli-inputs.json";
+  std::ofstream(path) << R"({"inputs":[{"name":"input_ids","datatype":"INT64","shape":[1,3],"data":[[5,6,7]]}]})";
+  const CliRun json = Cli(server_->grpc_address(), absl::StrCat("infer llama_rms --top_k 0 --max_values 2 --input_json ", path));
+  EXPECT_EQ(json.exit_code, 0) << json.out;
+  EXPECT_NE(json.out.find("\"shape\":[1,3,256]"), std::string::npos) << json.out;
+
+  std::ofstream(path) << R"({"inputs":[{"name":"input_ids","datatype":"INT64","shape":[1,3],"data":[5,6]}]})";
+  const CliRun bad = Cli(server_->grpc_address(), absl::StrCat("infer llama_rms --input_json ", path));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("data has 2 values, the shape needs 3"), std::string::npos) << bad.out;
+}
+
+TEST_F(CliTest, UnknownCommandAndModelAreClearErrors) {
+  const CliRun command = Cli(server_->grpc_address(), "frobnicate");
+  EXPECT_NE(command.exit_code, 0);
+  EXPECT_NE(command.out.find("unknown command 'frobnicate'"), std::string::npos) << command.out;
+  const CliRun model = Cli(server_->grpc_address(), "infer nope");
+  EXPECT_NE(model.exit_code, 0);
+  EXPECT_NE(model.out.find("NOT_FOUND"), std::string::npos) << model.out;
+}
+
+}  // namespace
+}  // namespace dytserve
