@@ -9,6 +9,7 @@
 #include <random>
 
 #include <gtest/gtest.h>
+#include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
@@ -108,6 +109,72 @@ TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
   EXPECT_LT(executions, served) << "no batch held more than one request";
   std::printf("%g requests in %g forward passes\n", served, executions);
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+}
+
+// A model that needs its attention mask: it sums each row's ids where the
+// mask is 1. Padding (with pad_value 7) would change every sum unless the
+// server builds the mask right, and the per-position output must come back
+// at each request's own length.
+TEST(RaggedBatching, GeneratedMaskAndFollowingOutputs) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-mask-", getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir / "masked/1");
+  torch::jit::Module m("Masked");
+  m.define(R"(
+def forward(self, ids, mask):
+    kept = ids * mask
+    return torch.sum(kept, 1, keepdim=True), kept
+)");
+  m.save((dir / "masked/1/model.pt").string());
+  std::ofstream(dir / "masked/config.pbtxt") << R"pb(
+max_batch_size: 16
+input { name: "ids" data_type: TYPE_INT64 dims: [-1] pad_value: 7 }
+input { name: "mask" data_type: TYPE_INT64 dims: [-1] mask_of: "ids" }
+output { name: "sum" data_type: TYPE_INT64 dims: [1] }
+output { name: "kept" data_type: TYPE_INT64 dims: [-1] follows { input: "ids" input_dim: 0 output_dim: 0 } }
+dynamic_batching { max_queue_delay_us: 20000 ragged_batching: true }
+)pb";
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", dir.string())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  std::unique_ptr<Client> client = *Client::Create(options);
+  // Metadata hides the generated mask from clients.
+  const ModelMetadata metadata = *client->GetModelMetadata("masked");
+  ASSERT_EQ(metadata.inputs.size(), 1u);
+  EXPECT_EQ(metadata.inputs[0].name, "ids");
+
+  constexpr int kRequests = 24;
+  absl::Mutex mu;
+  std::vector<absl::StatusOr<InferResult>> results(kRequests, absl::UnknownError("pending"));
+  std::vector<std::vector<int64_t>> sent(kRequests);
+  absl::BlockingCounter pending(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    const int64_t length = 1 + i % 6;
+    for (int64_t j = 0; j < length; ++j) sent[i].push_back(i * 10 + j);
+    client->InferAsync("masked", {Tensor::From<int64_t>("ids", {1, length}, sent[i])}, {},
+                       [&, i](absl::StatusOr<InferResult> r) {
+                         absl::MutexLock lock(&mu);
+                         results[i] = std::move(r);
+                         pending.DecrementCount();
+                       });
+  }
+  pending.Wait();
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(results[i].ok()) << results[i].status();
+    int64_t want = 0;
+    for (int64_t v : sent[i]) want += v;
+    EXPECT_EQ(*results[i]->Find("sum")->As<int64_t>(), std::vector<int64_t>{want}) << "request " << i;
+    EXPECT_EQ(*results[i]->Find("kept")->As<int64_t>(), sent[i]) << "request " << i;
+    EXPECT_EQ(results[i]->Find("kept")->shape, (std::vector<int64_t>{1, static_cast<int64_t>(sent[i].size())}));
+  }
+  const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
+  EXPECT_LT(Metric(body, "dytserve_batch_executions_total{model=\"masked\",version=\"1\"}"), kRequests)
+      << "requests of different lengths shared batches";
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  fs::remove_all(dir);
 }
 
 TEST(Instances, EachInstanceHasItsCopyAndLoadIsSpread) {
