@@ -1,6 +1,8 @@
 #include "server/core/model.h"
 
 #include <ATen/Parallel.h>
+#include <cmath>
+#include <limits>
 #include <optional>
 
 #include <torch/cuda.h>
@@ -100,41 +102,73 @@ std::vector<at::Tensor> RunModule(torch::jit::Module& module, const std::vector<
   return out;
 }
 
-// Freezes a copy of `module` and fuses its DyT subgraphs. The copy replaces
-// `module` only if it reproduces the original's outputs on a warm-up input
-// (relative error <= 1e-4); otherwise the original stays, and the log says why.
-int TryFuseDyt(const ModelSpec& spec, torch::jit::Module* module) {
+// Largest difference between two output lists, relative to the first's
+// largest magnitude; infinity when the lists do not line up.
+double MaxRelativeDifference(const std::vector<at::Tensor>& want, const std::vector<at::Tensor>& got) {
+  if (want.size() != got.size() || want.empty()) return std::numeric_limits<double>::infinity();
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i].sizes() != got[i].sizes()) return std::numeric_limits<double>::infinity();
+    const at::Tensor a = want[i].to(at::kDouble), b = got[i].to(at::kDouble);
+    const double scale = std::max(a.abs().max().item<double>(), 1e-6);
+    worst = std::max(worst, (a - b).abs().max().item<double>() / scale);
+  }
+  return std::isnan(worst) ? std::numeric_limits<double>::infinity() : worst;
+}
+
+struct DytRewrite {
+  int fused = 0;
+  int folded = 0;
+};
+
+// Freezes a copy of `module`, fuses its DyT subgraphs and (if `fold`) folds
+// their affine parts into the Linear layers they feed. Each step is kept only
+// if the result reproduces the original's outputs on a random warm-up input
+// (relative error <= 1e-4); otherwise the previous stage stays, and the log
+// says why.
+DytRewrite TryRewriteDyt(const ModelSpec& spec, bool fold, torch::jit::Module* module) {
   constexpr double kTolerance = 1e-4;
+  DytRewrite done;
   try {
     torch::jit::Module candidate = torch::jit::freeze(*module);
     const int fused = ops::FuseDyt(candidate);
-    if (fused == 0) return 0;
+    if (fused == 0) return done;
     at::manual_seed(0);
     const std::vector<at::Tensor> warmup = WarmupInputs(spec, spec.batched() ? 2 : 0, 8, /*random=*/true);
     const std::vector<at::Tensor> want = RunModule(*module, warmup);
-    const std::vector<at::Tensor> got = RunModule(candidate, warmup);
-    double worst = 0;
-    for (size_t i = 0; i < want.size() && i < got.size(); ++i) {
-      const at::Tensor a = want[i].to(at::kDouble), b = got[i].to(at::kDouble);
-      const double scale = std::max(a.abs().max().item<double>(), 1e-6);
-      worst = std::max(worst, (a - b).abs().max().item<double>() / scale);
-    }
-    if (want.size() != got.size() || want.empty() || !(worst <= kTolerance)) {
-      LogWarning(absl::StrCat("model '", spec.name, "': fused DyT differs from the original by ", worst,
+    const double fused_diff = MaxRelativeDifference(want, RunModule(candidate, warmup));
+    if (!(fused_diff <= kTolerance)) {
+      LogWarning(absl::StrCat("model '", spec.name, "': fused DyT differs from the original by ", fused_diff,
                               " (relative) on the warm-up input, above ", kTolerance, "; serving the original"));
-      return 0;
+      return done;
     }
-    LogInfo(absl::StrCat("model '", spec.name, "': fused ", fused, " DyT subgraph(s) into dytserve::dyt (", worst,
-                         " relative difference on the warm-up input)"));
     *module = candidate;
-    return fused;
+    done.fused = fused;
+    double folded_diff = 0;
+    if (fold) {
+      torch::jit::Module folded = candidate.clone();
+      const int count = ops::FoldDytAffine(folded);
+      if (count > 0) {
+        folded_diff = MaxRelativeDifference(want, RunModule(folded, warmup));
+        if (folded_diff <= kTolerance) {
+          *module = folded;
+          done.folded = count;
+        } else {
+          LogWarning(absl::StrCat("model '", spec.name, "': folding DyT affines into Linear layers changes outputs by ",
+                                  folded_diff, " (relative), above ", kTolerance, "; serving fused, unfolded"));
+        }
+      }
+    }
+    LogInfo(absl::StrCat("model '", spec.name, "': fused ", done.fused, " DyT subgraph(s) into dytserve::dyt, folded ",
+                         done.folded, " affine(s) into Linear layers (", std::max(fused_diff, folded_diff),
+                         " relative difference on the warm-up input)"));
   } catch (const c10::Error& e) {
-    LogWarning(absl::StrCat("model '", spec.name, "': DyT fusion failed, serving the original: ",
+    LogWarning(absl::StrCat("model '", spec.name, "': DyT rewrite failed, serving what passed: ",
                             e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    LogWarning(absl::StrCat("model '", spec.name, "': DyT fusion failed, serving the original: ", e.what()));
+    LogWarning(absl::StrCat("model '", spec.name, "': DyT rewrite failed, serving what passed: ", e.what()));
   }
-  return 0;
+  return done;
 }
 
 std::string ShapeString(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
@@ -148,12 +182,14 @@ struct Model::Impl {
   int threads = 0;
   bool track_memory = true;
   int fused_dyt = 0;
+  int folded_dyt = 0;
   int64_t weight_bytes = 0;  // counted before freezing turns parameters into constants
 };
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
   device_name_ = impl_->device.str();
   fused_dyt_ = impl_->fused_dyt;
+  folded_dyt_ = impl_->folded_dyt;
   weight_bytes_ = impl_->weight_bytes;
 }
 
@@ -178,7 +214,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::filesystem::path& 
     for (const at::Tensor& b : impl->module.buffers()) impl->weight_bytes += b.numel() * b.element_size();
     if (spec.config.optimization().freeze()) impl->module = torch::jit::freeze(impl->module);
     const v1::Optimization& opt = spec.config.optimization();
-    if (!opt.has_fuse_dyt() || opt.fuse_dyt()) impl->fused_dyt = TryFuseDyt(spec, &impl->module);
+    if (!opt.has_fuse_dyt() || opt.fuse_dyt()) {
+      const DytRewrite rewrite =
+          TryRewriteDyt(spec, !opt.has_fold_dyt_affine() || opt.fold_dyt_affine(), &impl->module);
+      impl->fused_dyt = rewrite.fused;
+      impl->folded_dyt = rewrite.folded;
+    }
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("model '", spec.name, "': cannot load ", file.string(), ": ",
                                                    e.what_without_backtrace()));

@@ -49,6 +49,8 @@ class Model {
   // DyT subgraphs replaced by the fused operator at load (0: none found, or
   // fusion off, or the fused module failed verification).
   int fused_dyt() const { return fused_dyt_; }
+  // Of those, DyTs whose weight and bias were folded into following Linears.
+  int folded_dyt() const { return folded_dyt_; }
 
  private:
   struct Impl;
@@ -59,6 +61,7 @@ class Model {
   int64_t weight_bytes_ = 0;
   int64_t last_peak_bytes_ = 0;
   int fused_dyt_ = 0;
+  int folded_dyt_ = 0;
 };
 
 }  // namespace dytserve

@@ -55,7 +55,8 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
   }
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   metrics->SetLoadSeconds(spec.name, version_string, seconds);
-  metrics->SetFusedDyt(spec.name, version_string, served->instances_[0].model->fused_dyt());
+  const Model& first = *served->instances_[0].model;
+  metrics->SetDytRewrite(spec.name, version_string, first.fused_dyt(), first.folded_dyt());
   LogInfo(absl::StrCat("loaded model '", spec.name, "' version ", version, " on ", served->device(), " (",
                        spec.instance_count, " instance(s), ", served->instances_[0].model->weight_bytes(),
                        " weight bytes each) in ", absl::FormatDuration(absl::Now() - start)));

@@ -97,7 +97,11 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
       fused_dyt_(prometheus::BuildGauge()
                      .Name("dytserve_model_fused_dyt")
                      .Help("DyT subgraphs the load-time rewrite replaced with the fused operator.")
-                     .Register(*registry_)) {
+                     .Register(*registry_)),
+      folded_dyt_(prometheus::BuildGauge()
+                      .Name("dytserve_model_folded_dyt_affine")
+                      .Help("Fused DyTs whose weight and bias were folded into the Linear layers they feed.")
+                      .Register(*registry_)) {
   prometheus::BuildGauge()
       .Name("dytserve_build_info")
       .Help("Build facts of this server; the value is always 1.")
@@ -141,8 +145,10 @@ void ServerMetrics::SetWeightBytes(const std::string& model, const std::string& 
       .Set(bytes);
 }
 
-void ServerMetrics::SetFusedDyt(const std::string& model, const std::string& version, double count) {
-  fused_dyt_.Add({{"model", model}, {"version", version}}).Set(count);
+void ServerMetrics::SetDytRewrite(const std::string& model, const std::string& version, double fused,
+                                  double folded) {
+  fused_dyt_.Add({{"model", model}, {"version", version}}).Set(fused);
+  folded_dyt_.Add({{"model", model}, {"version", version}}).Set(folded);
 }
 
 void ServerMetrics::SetLoadSeconds(const std::string& model, const std::string& version, double seconds) {

@@ -82,7 +82,7 @@ class ServerMetrics {
   void SetWeightBytes(const std::string& model, const std::string& version, int instance,
                       const std::string& device, double bytes);
   void SetLoadSeconds(const std::string& model, const std::string& version, double seconds);
-  void SetFusedDyt(const std::string& model, const std::string& version, double count);
+  void SetDytRewrite(const std::string& model, const std::string& version, double fused, double folded);
 
  private:
   MetricsOptions options_;
@@ -101,6 +101,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& peak_batch_bytes_;
   prometheus::Family<prometheus::Gauge>& load_seconds_;
   prometheus::Family<prometheus::Gauge>& fused_dyt_;
+  prometheus::Family<prometheus::Gauge>& folded_dyt_;
 };
 
 }  // namespace dytserve

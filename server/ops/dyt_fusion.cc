@@ -131,6 +131,94 @@ int FuseDytInGraph(std::shared_ptr<torch::jit::Graph>& graph) {
   return CountDyt(graph->block()) - before;
 }
 
+namespace {
+
+bool IsDyt(const torch::jit::Node* node) { return node->kind().toQualString() == std::string("dytserve::dyt"); }
+
+// Shape queries of a DyT's output are the same as of its input (DyT keeps
+// the shape), so they do not stand in the way of folding.
+bool IsShapeQuery(const torch::jit::Node* user) {
+  const std::string kind = user->kind().toQualString();
+  return kind == "aten::size" || kind == "aten::dim";
+}
+
+// Every use of `out` is a shape query or the input of an aten::linear whose
+// weight (and bias, if any) are constant tensors, and there is a linear.
+bool FeedsOnlyConstantLinears(const Value* out) {
+  bool any_linear = false;
+  for (const torch::jit::Use& use : out->uses()) {
+    const torch::jit::Node* user = use.user;
+    if (IsShapeQuery(user)) continue;
+    any_linear = true;
+    if (user->kind().toQualString() != std::string("aten::linear") || use.offset != 0) return false;
+    const c10::optional<at::Tensor> w = ConstantTensor(user->input(1));
+    if (!w || w->dim() != 2 || !w->is_floating_point()) return false;
+    const c10::optional<c10::IValue> b = torch::jit::toIValue(user->input(2));
+    if (!b || !(b->isNone() || b->isTensor())) return false;
+  }
+  return any_linear;
+}
+
+int FoldInBlock(torch::jit::Graph& graph, torch::jit::Block* block) {
+  int folded = 0;
+  for (torch::jit::Node* node : block->nodes()) {
+    for (torch::jit::Block* sub : node->blocks()) folded += FoldInBlock(graph, sub);
+    if (!IsDyt(node)) continue;
+    const c10::optional<c10::IValue> channels_last = torch::jit::toIValue(node->input(4));
+    const c10::optional<c10::IValue> w_value = torch::jit::toIValue(node->input(2));
+    const c10::optional<c10::IValue> b_value = torch::jit::toIValue(node->input(3));
+    if (!channels_last || !channels_last->isBool() || !channels_last->toBool() || !w_value || !b_value) continue;
+    if (w_value->isNone() && b_value->isNone()) continue;  // nothing left to fold
+    if (!FeedsOnlyConstantLinears(node->output())) continue;
+    const at::Tensor w = w_value->isTensor() ? w_value->toTensor().reshape({-1}) : at::Tensor();
+    const at::Tensor b = b_value->isTensor() ? b_value->toTensor().reshape({-1}) : at::Tensor();
+    bool shapes_fit = true;
+    for (const torch::jit::Use& use : node->output()->uses()) {
+      if (IsShapeQuery(use.user)) continue;
+      const int64_t in_features = ConstantTensor(use.user->input(1))->size(1);
+      shapes_fit &= (!w.defined() || w.numel() == in_features) && (!b.defined() || b.numel() == in_features);
+    }
+    if (!shapes_fit) continue;
+    // Shape queries move to the DyT's input; what is left are the linears.
+    std::vector<torch::jit::Node*> shape_queries;
+    for (const torch::jit::Use& use : node->output()->uses()) {
+      if (IsShapeQuery(use.user)) shape_queries.push_back(use.user);
+    }
+    for (torch::jit::Node* query : shape_queries) query->replaceInputWith(node->output(), node->input(0));
+    for (const torch::jit::Use& use : node->output()->uses()) {
+      torch::jit::Node* linear = use.user;
+      const at::Tensor weight = *ConstantTensor(linear->input(1));
+      const c10::IValue bias_value = *torch::jit::toIValue(linear->input(2));
+      // Fold in double, store in the layer's dtype.
+      const at::Tensor w64 = weight.to(at::kDouble);
+      at::Tensor new_weight = w.defined() ? w64 * w.to(at::kDouble).unsqueeze(0) : w64;
+      at::Tensor new_bias = bias_value.isTensor() ? bias_value.toTensor().to(at::kDouble)
+                                                  : at::zeros({weight.size(0)}, at::kDouble);
+      if (b.defined()) new_bias = new_bias + at::mv(w64, b.to(at::kDouble));
+      torch::jit::WithInsertPoint guard(linear);
+      linear->replaceInput(1, graph.insertConstant(new_weight.to(weight.scalar_type()).contiguous()));
+      if (b.defined() || bias_value.isTensor()) {
+        linear->replaceInput(2, graph.insertConstant(new_bias.to(weight.scalar_type()).contiguous()));
+      }
+    }
+    torch::jit::WithInsertPoint guard(node);
+    torch::jit::Value* none = graph.insertConstant(c10::IValue());
+    node->replaceInput(2, none);
+    node->replaceInput(3, none);
+    ++folded;
+  }
+  return folded;
+}
+
+}  // namespace
+
+int FoldDytAffine(torch::jit::Module& frozen) {
+  std::shared_ptr<torch::jit::Graph> graph = frozen.get_method("forward").graph();
+  const int folded = FoldInBlock(*graph, graph->block());
+  torch::jit::EliminateDeadCode(graph);
+  return folded;
+}
+
 int FuseDyt(torch::jit::Module& frozen) {
   std::shared_ptr<torch::jit::Graph> graph = frozen.get_method("forward").graph();
   return FuseDytInGraph(graph);

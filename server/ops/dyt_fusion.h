@@ -21,6 +21,12 @@ int FuseDyt(torch::jit::Module& frozen);
 // The same on a bare graph (constants already inlined), for tests.
 int FuseDytInGraph(std::shared_ptr<torch::jit::Graph>& graph);
 
+// Affine folding, after FuseDyt: where a channels-last dytserve::dyt's output
+// feeds only aten::linear layers (as their input) with constant weights, w
+// and b move into those layers (W' = W diag(w), c' = c + W b) and the DyT
+// keeps only tanh(alpha * x). Returns how many DyTs it folded.
+int FoldDytAffine(torch::jit::Module& frozen);
+
 }  // namespace dytserve::ops
 
 #endif  // DYTSERVE_SERVER_OPS_DYT_FUSION_H_

@@ -351,6 +351,10 @@ TEST_F(ServerTest, MetricsCountServedRequests) {
   EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"llama_dyt\",version=\"1\"} 5"), std::string::npos);
   EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"vit_ln\",version=\"1\"} 0"), std::string::npos);
   EXPECT_NE(body->find("dytserve_model_fused_dyt{model=\"llama_rms\",version=\"1\"} 0"), std::string::npos);
+  // Every DyT that feeds only Linear layers was folded: all but the ViT's final
+  // norm, which feeds the class-token slice.
+  EXPECT_NE(body->find("dytserve_model_folded_dyt_affine{model=\"vit_dyt\",version=\"1\"} 8"), std::string::npos);
+  EXPECT_NE(body->find("dytserve_model_folded_dyt_affine{model=\"llama_dyt\",version=\"1\"} 5"), std::string::npos);
   EXPECT_NE(body->find("dytserve_model_weight_bytes{device=\"cpu\",model=\"vit_dyt\",model_instance=\"0\",version=\"1\"}"),
             std::string::npos);
 }

@@ -84,6 +84,72 @@ INSTANTIATE_TEST_SUITE_P(
                 {2, kC}, 1}),
     [](const auto& info) { return std::string(info.param.label); });
 
+// DyT followed by Linear layers, for affine folding.
+torch::jit::Module FrozenWithLinear(const std::string& forward) {
+  torch::jit::Module m("L");
+  m.register_parameter("alpha", at::full({1}, 0.6), false);
+  m.register_parameter("w", at::randn({kC}), false);
+  m.register_parameter("b", at::randn({kC}), false);
+  m.register_parameter("W1", at::randn({8, kC}), false);
+  m.register_parameter("c1", at::randn({8}), false);
+  m.register_parameter("W2", at::randn({4, kC}), false);
+  m.define(forward);
+  m.eval();
+  return torch::jit::freeze(m);
+}
+
+struct FoldCase {
+  const char* label;
+  std::string forward;
+  int folded;
+};
+
+void PrintTo(const FoldCase& c, std::ostream* os) { *os << c.label; }
+
+class Folding : public ::testing::TestWithParam<FoldCase> {};
+
+TEST_P(Folding, FoldsOnlyWhereEveryUseIsALinearAndKeepsOutputs) {
+  at::manual_seed(5);
+  torch::jit::Module original = FrozenWithLinear(GetParam().forward);
+  torch::jit::Module rewritten = original.clone();
+  ASSERT_EQ(FuseDyt(rewritten), 1);
+  EXPECT_EQ(FoldDytAffine(rewritten), GetParam().folded);
+  const at::Tensor x = at::randn({3, 5, kC});
+  c10::InferenceMode guard;
+  const torch::jit::IValue want = original.forward({x});
+  const torch::jit::IValue got = rewritten.forward({x});
+  const auto as_list = [](const torch::jit::IValue& v) {
+    std::vector<at::Tensor> out;
+    if (v.isTensor()) return std::vector<at::Tensor>{v.toTensor()};
+    for (const auto& e : v.toTupleRef().elements()) out.push_back(e.toTensor());
+    return out;
+  };
+  const std::vector<at::Tensor> a = as_list(want), b = as_list(got);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE((a[i] - b[i]).abs().max().item<double>(), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, Folding,
+    ::testing::Values(
+        FoldCase{"two_linears",
+                 "def forward(self, x):\n"
+                 "  y = torch.tanh(self.alpha * x) * self.w + self.b\n"
+                 "  return torch.linear(y, self.W1, self.c1), torch.linear(y, self.W2)\n",
+                 1},
+        FoldCase{"with_a_shape_query",
+                 "def forward(self, x):\n"
+                 "  y = torch.tanh(self.alpha * x) * self.w + self.b\n"
+                 "  n = y.size(0)\n"
+                 "  return torch.linear(y, self.W1, self.c1) * n\n",
+                 1},
+        FoldCase{"also_used_elsewhere",
+                 "def forward(self, x):\n"
+                 "  y = torch.tanh(self.alpha * x) * self.w + self.b\n"
+                 "  return torch.linear(y, self.W1, self.c1), y + 1\n",
+                 0}),
+    [](const auto& info) { return std::string(info.param.label); });
+
 TEST(Fusion, AlphaWithManyElementsIsNotDyt) {
   at::manual_seed(3);
   torch::jit::Module m = Frozen("def forward(self, x):\n  return torch.tanh(self.alpha * x) * self.w + self.b\n",
