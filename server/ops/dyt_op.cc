@@ -104,7 +104,12 @@ at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional
   return y;
 }
 
+#ifdef DYTSERVE_WITH_CUDA
+void EnsureDytCudaRegistered();  // dyt_op_cuda.cc
+void EnsureDytRegistered() { EnsureDytCudaRegistered(); }
+#else
 void EnsureDytRegistered() {}
+#endif
 
 TORCH_LIBRARY(dytserve, m) {
   m.def("dyt(Tensor x, Tensor alpha, Tensor? weight=None, Tensor? bias=None, bool channels_last=True) -> Tensor");

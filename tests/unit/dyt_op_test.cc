@@ -128,6 +128,29 @@ TEST(DytOp, BadArgumentsAreClearErrors) {
   EXPECT_THROW(Dyt(at::ones({8}), at::ones({1}), c10::nullopt, c10::nullopt, false), c10::Error);  // no dim 1
 }
 
+// Runs only where a CUDA LibTorch and a GPU are present (DYTSERVE_WITH_CUDA).
+TEST(DytOp, CudaMatchesTheReference) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA here";
+  EnsureDytRegistered();
+  auto op = c10::Dispatcher::singleton()
+                .findSchemaOrThrow("dytserve::dyt", "")
+                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                                  const c10::optional<at::Tensor>&, bool)>();
+  for (const at::ScalarType type : {at::kFloat, at::kHalf, at::kBFloat16}) {
+    for (const bool channels_last : {true, false}) {
+      const std::vector<int64_t> shape = channels_last ? std::vector<int64_t>{64, 197, 192}
+                                                       : std::vector<int64_t>{2, 6, 5, 7};
+      const at::Tensor x = (at::randn(shape) * 3).to(type);
+      const int64_t c = channels_last ? shape.back() : shape[1];
+      const at::Tensor w = at::randn({c}), b = at::randn({c});
+      const at::Tensor y = op.call(x.cuda(), at::full({1}, 0.6).cuda(), w.cuda(), b.cuda(), channels_last).cpu();
+      const at::Tensor ref = Reference(x, 0.6f, w, b, channels_last);
+      EXPECT_LE((y.to(at::kDouble) - ref).abs().max().item<double>(), Bound(type, ref))
+          << c10::toString(type) << (channels_last ? " last" : " first");
+    }
+  }
+}
+
 TEST(DytOp, RegisteredWithTheDispatcher) {
   EnsureDytRegistered();
   auto op = c10::Dispatcher::singleton()
