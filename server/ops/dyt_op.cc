@@ -54,8 +54,8 @@ const char* DytIsaName(DytIsa isa) {
   return "?";
 }
 
-at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
-               const c10::optional<at::Tensor>& bias, bool channels_last) {
+int64_t CheckDytArgs(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
+                     const c10::optional<at::Tensor>& bias, bool channels_last) {
   TORCH_CHECK(x.is_floating_point(), "dytserve::dyt: x must be floating point, got ", x.scalar_type());
   TORCH_CHECK(x.dim() >= (channels_last ? 1 : 2), "dytserve::dyt: x of rank ", x.dim(), " has no channel dim");
   TORCH_CHECK(alpha.numel() == 1, "dytserve::dyt: alpha must have one element, got ", alpha.numel());
@@ -64,6 +64,25 @@ at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional
     TORCH_CHECK(!p->has_value() || (*p)->numel() == channels, "dytserve::dyt: weight/bias must have ", channels,
                 " elements (the channel dim), got ", (*p)->numel());
   }
+  return channels;
+}
+
+void DescribeDytLayout(const at::Tensor& xc, int64_t channels, bool channels_last, DytArgs* args) {
+  const at::ScalarType type = xc.scalar_type();
+  args->dtype = type == at::kFloat ? DytDtype::kFloat : type == at::kHalf ? DytDtype::kHalf : DytDtype::kBFloat16;
+  args->channels = channels;
+  if (channels_last) {
+    args->outer = channels == 0 ? 0 : xc.numel() / channels;
+    args->inner = 1;
+  } else {
+    args->outer = xc.size(0);
+    args->inner = channels == 0 || args->outer == 0 ? 0 : xc.numel() / (args->outer * channels);
+  }
+}
+
+at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
+               const c10::optional<at::Tensor>& bias, bool channels_last) {
+  const int64_t channels = CheckDytArgs(x, alpha, weight, bias, channels_last);
   const at::ScalarType type = x.scalar_type();
   if ((type != at::kFloat && type != at::kHalf && type != at::kBFloat16) || !x.device().is_cpu()) {
     return Unfused(x, alpha, weight, bias, channels_last, channels);
@@ -78,18 +97,10 @@ at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional
   DytArgs args;
   args.x = xc.data_ptr();
   args.y = y.data_ptr();
-  args.dtype = type == at::kFloat ? DytDtype::kFloat : type == at::kHalf ? DytDtype::kHalf : DytDtype::kBFloat16;
   args.alpha = alpha.item<float>();
   args.weight = w.defined() ? w.data_ptr<float>() : nullptr;
   args.bias = b.defined() ? b.data_ptr<float>() : nullptr;
-  args.channels = channels;
-  if (channels_last) {
-    args.outer = channels == 0 ? 0 : xc.numel() / channels;
-    args.inner = 1;
-  } else {
-    args.outer = xc.size(0);
-    args.inner = channels == 0 || args.outer == 0 ? 0 : xc.numel() / (args.outer * channels);
-  }
+  DescribeDytLayout(xc, channels, channels_last, &args);
   if (xc.numel() == 0) return y;
 
   void (*kernel)(const DytArgs&, int64_t, int64_t) = DytRowsScalar;

@@ -19,6 +19,14 @@ namespace dytserve::ops {
 at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
                const c10::optional<at::Tensor>& bias, bool channels_last);
 
+struct DytArgs;
+
+// Shared by the CPU and CUDA implementations: TORCH_CHECKs the arguments and
+// returns the channel count; describes contiguous `xc` (dtype, layout) in `args`.
+int64_t CheckDytArgs(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
+                     const c10::optional<at::Tensor>& bias, bool channels_last);
+void DescribeDytLayout(const at::Tensor& xc, int64_t channels, bool channels_last, DytArgs* args);
+
 enum class DytIsa { kAuto, kScalar, kAvx2, kAvx512 };
 // Forces a kernel (tests cover each path); kAuto picks the best the CPU has.
 // A forced ISA the CPU lacks falls back to the best available.
