@@ -4,8 +4,8 @@
 # CPU. Extra arguments go to the server (e.g. --grpc_port=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
+bash scripts/build.sh >&2  # stdout is the server's: one "listening" line
 BUILD_DIR=${BUILD_DIR:-build}
-/usr/bin/python3 models/export_repository.py --out "$BUILD_DIR/repository"
+/usr/bin/python3 models/export_repository.py --out "$BUILD_DIR/repository" >&2
 exec "$BUILD_DIR/server/dytserve-server" --model_repository="$BUILD_DIR/repository" \
   --grpc_port="${GRPC_PORT:-8001}" --metrics_port="${METRICS_PORT:-8002}" "$@"
