@@ -1,0 +1,25 @@
+// The server-side breakdown of a step, from the server's /metrics scraped
+// before and after it: mean queue time, mean batch compute time and rows
+// per forward pass of the models under load.
+#ifndef DYTSERVE_CLIENT_LOADGEN_METRICS_SCRAPE_H_
+#define DYTSERVE_CLIENT_LOADGEN_METRICS_SCRAPE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "loadgen/report.h"
+
+namespace dytserve::loadgen {
+
+// GET http://HOST:PORT/metrics (or the given URL's path); the body.
+absl::StatusOr<std::string> Scrape(const std::string& url);
+
+// Sum over `models` of a series' value (labels model=..., any version).
+double SumSeries(const std::string& scrape, const std::string& family, const std::vector<std::string>& models);
+
+ServerBreakdown Breakdown(const std::string& before, const std::string& after, const std::vector<std::string>& models);
+
+}  // namespace dytserve::loadgen
+
+#endif  // DYTSERVE_CLIENT_LOADGEN_METRICS_SCRAPE_H_

@@ -1,0 +1,184 @@
+// dytserve-loadgen against the real server: rate accuracy, coordinated
+// omission under a real stall, the JSON schema, A/B mode and the reports.
+#include <signal.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <google/protobuf/struct.pb.h>
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "support/server_process.h"
+
+namespace dytserve {
+namespace {
+
+using google::protobuf::Struct;
+using google::protobuf::Value;
+using testing::ServerProcess;
+
+struct ProcRun {
+  int exit_code = -1;
+  std::string out;
+};
+
+ProcRun Loadgen(const std::string& args) {
+  const std::string command = absl::StrCat(DYTSERVE_LOADGEN_BIN, " --progress=false ", args, " 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  ProcRun run;
+  if (pipe == nullptr) return run;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) run.out.append(buf, n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+Struct ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  Struct root;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(text.str(), &root).ok()) << text.str();
+  return root;
+}
+
+const Struct& Step(const Struct& root, int i) { return root.fields().at("steps").list_value().values(i).struct_value(); }
+double Field(const Struct& s, const std::string& a, const std::string& b = "") {
+  const Value& v = s.fields().at(a);
+  return b.empty() ? v.number_value() : v.struct_value().fields().at(b).number_value();
+}
+
+class LoadgenTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO)});
+    if (!server.ok()) {
+      start_error_ = new std::string(server.status().ToString());
+      return;
+    }
+    server_ = server->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    if (start_error_ != nullptr) FAIL() << "the server did not start: " << *start_error_;
+  }
+  static std::string Common() {
+    return absl::StrCat("--target=", server_->grpc_address(), " --metrics_url=", server_->metrics_address());
+  }
+  static std::string* start_error_;
+  static ServerProcess* server_;
+};
+std::string* LoadgenTest::start_error_ = nullptr;
+ServerProcess* LoadgenTest::server_ = nullptr;
+
+TEST_F(LoadgenTest, ClosedLoopSweepWritesTheJsonSchemaCsvAndHtml) {
+  const std::string dir = ::testing::TempDir();
+  const ProcRun run = Loadgen(absl::StrCat(Common(), " --model=vit_dyt --concurrency_range=1:4:3 --window=0.5 --duration=2",
+                                       " --warmup=0.3 --json=", dir, "/lg.json --csv=", dir, "/lg.csv --html=", dir,
+                                       "/lg.html"));
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const Struct root = ReadJson(dir + "/lg.json");
+  ASSERT_EQ(root.fields().at("steps").list_value().values_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    const Struct& step = Step(root, i);
+    EXPECT_GT(Field(step, "throughput_rps"), 0);
+    for (const char* q : {"p50", "p90", "p95", "p99", "p999", "max"}) EXPECT_GT(Field(step, "latency_us", q), 0) << q;
+    EXPECT_LE(Field(step, "latency_us", "p50"), Field(step, "latency_us", "p99"));
+    EXPECT_TRUE(step.fields().at("errors").has_struct_value());
+    for (const char* k : {"queue_us", "compute_us", "avg_batch"}) EXPECT_GT(Field(step, "server", k), 0) << k;
+    EXPECT_GT(Field(step, "client_cpu_us_per_request"), 0);
+  }
+  EXPECT_NEAR(Field(Step(root, 1), "server", "avg_batch"), 4, 1.5) << "4 clients batch together";
+  std::ifstream csv(dir + "/lg.csv");
+  std::string header, line;
+  std::getline(csv, header);
+  EXPECT_EQ(header.rfind("label,mode,load,throughput_rps,p50_us", 0), 0u) << header;
+  int rows = 0;
+  while (std::getline(csv, line)) ++rows;
+  EXPECT_EQ(rows, 2);
+  std::stringstream html;
+  html << std::ifstream(dir + "/lg.html").rdbuf();
+  EXPECT_NE(html.str().find("<svg"), std::string::npos);
+  EXPECT_NE(html.str().find("Throughput vs p99"), std::string::npos);
+}
+
+TEST_F(LoadgenTest, OpenLoopRateIsAccurate) {
+  const std::string path = ::testing::TempDir() + "/rate.json";
+  const ProcRun run = Loadgen(absl::StrCat(Common(), " --model=vit_ln --rate=200 --window=1 --duration=3 --warmup=0.5",
+                                       " --json=", path));
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  const double achieved = Field(Step(ReadJson(path), 0), "throughput_rps");
+  EXPECT_NEAR(achieved, 200, 200 * 0.02) << run.out;
+}
+
+TEST_F(LoadgenTest, OpenLoopSeesAStallThatClosedLoopHides) {
+  // Stall the whole server for 200 ms once, in the middle of the measurement.
+  const auto stall = [] {
+    absl::SleepFor(absl::Milliseconds(1700));
+    kill(server_->pid(), SIGSTOP);
+    absl::SleepFor(absl::Milliseconds(200));
+    kill(server_->pid(), SIGCONT);
+  };
+  const std::string open_path = ::testing::TempDir() + "/open.json";
+  std::thread open_stall(stall);
+  const ProcRun open = Loadgen(absl::StrCat(Common(), " --model=vit_ln --rate=100 --window=1 --duration=3 --warmup=0.5",
+                                        " --json=", open_path));
+  open_stall.join();
+  ASSERT_EQ(open.exit_code, 0) << open.out;
+  const std::string closed_path = ::testing::TempDir() + "/closed.json";
+  std::thread closed_stall(stall);
+  const ProcRun closed = Loadgen(absl::StrCat(Common(), " --model=vit_ln --concurrency=1 --window=1 --duration=3",
+                                          " --warmup=0.5 --json=", closed_path));
+  closed_stall.join();
+  ASSERT_EQ(closed.exit_code, 0) << closed.out;
+  const Struct open_root = ReadJson(open_path), closed_root = ReadJson(closed_path);
+  const Struct& o = Step(open_root, 0);
+  const Struct& c = Step(closed_root, 0);
+  // Open loop: ~20 requests were due during the stall and wait up to 200 ms.
+  EXPECT_GE(Field(o, "latency_us", "p99"), 100e3) << open.out;
+  // Closed loop: one request waits, the sender waits with it: p99 stays small.
+  EXPECT_LT(Field(c, "latency_us", "p99"), 50e3) << closed.out;
+  EXPECT_GE(Field(c, "latency_us", "max"), 150e3) << "the stall happened during the closed run too";
+}
+
+TEST_F(LoadgenTest, AbModeComparesTwoModelsUnderTheSameLoad) {
+  const std::string path = ::testing::TempDir() + "/ab.json";
+  const ProcRun run = Loadgen(absl::StrCat(Common(), " --models=llama_rms,llama_dyt --concurrency=2 --seq_len=8:32",
+                                       " --int_high=256 --window=1 --duration=3 --warmup=0.3 --json=", path));
+  ASSERT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_NE(run.out.find("verdict: "), std::string::npos) << run.out;
+  const Struct root = ReadJson(path);
+  const Struct& ab = Step(root, 0).fields().at("ab").struct_value();
+  EXPECT_EQ(ab.fields().at("a").string_value(), "llama_rms");
+  EXPECT_EQ(ab.fields().at("b").string_value(), "llama_dyt");
+  const auto& ci = ab.fields().at("p99_diff_us").struct_value().fields().at("ci95").list_value();
+  EXPECT_LE(ci.values(0).number_value(), ci.values(1).number_value());
+  const double p = ab.fields().at("mann_whitney_p").number_value();
+  EXPECT_GE(p, 0);
+  EXPECT_LE(p, 1);
+  EXPECT_FALSE(ab.fields().at("verdict").string_value().empty());
+}
+
+TEST_F(LoadgenTest, BadFlagsAreClearErrors) {
+  const ProcRun none = Loadgen(absl::StrCat(Common(), " --concurrency=1"));
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.out.find("--model (or --models A,B) is required"), std::string::npos) << none.out;
+  const ProcRun both = Loadgen(absl::StrCat(Common(), " --model=vit_ln --concurrency=1 --rate=5"));
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_NE(both.out.find("exactly one of"), std::string::npos) << both.out;
+  const ProcRun range = Loadgen(absl::StrCat(Common(), " --model=vit_ln --rate_range=10:5:1"));
+  EXPECT_EQ(range.exit_code, 2);
+  EXPECT_NE(range.out.find("--rate_range='10:5:1'"), std::string::npos) << range.out;
+}
+
+}  // namespace
+}  // namespace dytserve
