@@ -24,6 +24,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -213,6 +215,12 @@ int Run() {
 }  // namespace dytserve
 
 int main(int argc, char** argv) {
+  // --help lists this program's flags (absl's default looks for a file named
+  // after the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) { return absl::StrContains(path, "server/main.cc"); };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "Serves TorchScript models over the Open Inference Protocol (gRPC) with Prometheus metrics.\n"
       "  dytserve-server --model_repository=DIR [--grpc_port=N] [--metrics_port=N]");

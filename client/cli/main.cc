@@ -11,6 +11,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -141,6 +143,12 @@ int Infer(Client& client, const std::vector<std::string>& args) {
 }  // namespace dytserve::cli
 
 int main(int argc, char** argv) {
+  // --help lists this program's flags (absl's default looks for a file named
+  // after the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) { return absl::StrContains(path, "cli/main.cc"); };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "dytserve-cli COMMAND [ARGS] [--flags]\n"
       "  health [MODEL]     grpc.health.v1 status (and live/ready) of the server or a model\n"

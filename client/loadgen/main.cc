@@ -5,10 +5,14 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -216,10 +220,29 @@ int Run() {
 }  // namespace dytserve::loadgen
 
 int main(int argc, char** argv) {
+  // --help lists this program's flags (absl's default looks for a file named
+  // after the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view path) { return absl::StrContains(path, "loadgen/"); };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "Load for Open Inference Protocol servers.\n"
       "  dytserve-loadgen --target=HOST:PORT --model=NAME (--concurrency=N | --rate=R) [flags]\n"
       "  dytserve-loadgen --target=HOST:PORT --models=A,B --concurrency_range=1:32:8 --json=out.json");
-  absl::ParseCommandLine(argc, argv);
+  // Accept --concurrency-range as well as --concurrency_range: dashes in a
+  // flag's name (not in its value) become underscores, absl's spelling.
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string& a = args[i];
+    if (a.rfind("--", 0) != 0) continue;
+    const size_t end = std::min(a.find('='), a.size());
+    for (size_t j = 2; j < end; ++j) {
+      if (a[j] == '-') a[j] = '_';
+    }
+  }
+  std::vector<char*> normalized;
+  for (std::string& a : args) normalized.push_back(a.data());
+  absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
   return dytserve::loadgen::Run();
 }

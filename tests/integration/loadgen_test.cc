@@ -152,7 +152,7 @@ TEST_F(LoadgenTest, OpenLoopSeesAStallThatClosedLoopHides) {
 
 TEST_F(LoadgenTest, AbModeComparesTwoModelsUnderTheSameLoad) {
   const std::string path = ::testing::TempDir() + "/ab.json";
-  const ProcRun run = Loadgen(absl::StrCat(Common(), " --models=llama_rms,llama_dyt --concurrency=2 --seq_len=8:32",
+  const ProcRun run = Loadgen(absl::StrCat(Common(), " --models=llama_rms,llama_dyt --concurrency=2 --seq-len 8:32",
                                        " --int_high=256 --window=1 --duration=3 --warmup=0.3 --json=", path));
   ASSERT_EQ(run.exit_code, 0) << run.out;
   EXPECT_NE(run.out.find("verdict: "), std::string::npos) << run.out;
@@ -166,6 +166,14 @@ TEST_F(LoadgenTest, AbModeComparesTwoModelsUnderTheSameLoad) {
   EXPECT_GE(p, 0);
   EXPECT_LE(p, 1);
   EXPECT_FALSE(ab.fields().at("verdict").string_value().empty());
+}
+
+TEST_F(LoadgenTest, HelpListsTheFlags) {
+  const ProcRun help = Loadgen("--help");
+  for (const char* flag : {"--concurrency_range", "--rate_range", "--arrival", "--seq_len", "--models", "--json",
+                           "--html", "--metrics_url"}) {
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag << "\n" << help.out;
+  }
 }
 
 TEST_F(LoadgenTest, BadFlagsAreClearErrors) {
