@@ -181,12 +181,9 @@ TEST(Instances, EachInstanceHasItsCopyAndLoadIsSpread) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-instances-", getpid());
   fs::remove_all(dir);
-  fs::create_directories(dir / "vit_dyt/1");
-  fs::create_symlink(fs::path(DYTSERVE_TEST_REPO) / "vit_dyt/1/model.pt", dir / "vit_dyt/1/model.pt");
-  std::ofstream(dir / "vit_dyt/config.pbtxt")
-      << "max_batch_size: 8\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
-         "output { name: \"logits\" data_type: TYPE_FP32 dims: [10] }\n"
-         "dynamic_batching { max_queue_delay_us: 1000 }\ninstance_group { count: 2 device: \"cpu\" }\n";
+  testing::AddModel(dir, "vit_dyt", absl::StrCat(DYTSERVE_TEST_REPO, "/vit_dyt/1/model.pt"),
+                    testing::VitConfig(8, "dynamic_batching { max_queue_delay_us: 1000 }\n"
+                                          "instance_group { count: 2 device: \"cpu\" }\n"));
   absl::StatusOr<std::unique_ptr<ServerProcess>> server =
       ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", dir.string())});
   ASSERT_TRUE(server.ok()) << server.status();

@@ -21,21 +21,10 @@ using google::protobuf::Struct;
 using google::protobuf::Value;
 using testing::ServerProcess;
 
-struct ProcRun {
-  int exit_code = -1;
-  std::string out;
-};
+using ProcRun = testing::CommandResult;
 
 ProcRun Loadgen(const std::string& args) {
-  const std::string command = absl::StrCat(DYTSERVE_LOADGEN_BIN, " --progress=false ", args, " 2>&1");
-  FILE* pipe = popen(command.c_str(), "r");
-  ProcRun run;
-  if (pipe == nullptr) return run;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) run.out.append(buf, n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
+  return testing::RunCommand(absl::StrCat(DYTSERVE_LOADGEN_BIN, " --progress=false ", args));
 }
 
 Struct ReadJson(const std::string& path) {
@@ -85,7 +74,7 @@ TEST_F(LoadgenTest, ClosedLoopSweepWritesTheJsonSchemaCsvAndHtml) {
   const ProcRun run = Loadgen(absl::StrCat(Common(), " --model=vit_dyt --concurrency_range=1:4:3 --window=0.5 --duration=2",
                                        " --warmup=0.3 --json=", dir, "/lg.json --csv=", dir, "/lg.csv --html=", dir,
                                        "/lg.html"));
-  ASSERT_EQ(run.exit_code, 0) << run.out;
+  ASSERT_EQ(run.exit_code, 0) << run.output;
   const Struct root = ReadJson(dir + "/lg.json");
   ASSERT_EQ(root.fields().at("steps").list_value().values_size(), 2);
   for (int i = 0; i < 2; ++i) {
@@ -115,9 +104,9 @@ TEST_F(LoadgenTest, OpenLoopRateIsAccurate) {
   const std::string path = ::testing::TempDir() + "/rate.json";
   const ProcRun run = Loadgen(absl::StrCat(Common(), " --model=vit_ln --rate=200 --window=1 --duration=3 --warmup=0.5",
                                        " --json=", path));
-  ASSERT_EQ(run.exit_code, 0) << run.out;
+  ASSERT_EQ(run.exit_code, 0) << run.output;
   const double achieved = Field(Step(ReadJson(path), 0), "throughput_rps");
-  EXPECT_NEAR(achieved, 200, 200 * 0.02) << run.out;
+  EXPECT_NEAR(achieved, 200, 200 * 0.02) << run.output;
 }
 
 TEST_F(LoadgenTest, OpenLoopSeesAStallThatClosedLoopHides) {
@@ -133,20 +122,20 @@ TEST_F(LoadgenTest, OpenLoopSeesAStallThatClosedLoopHides) {
   const ProcRun open = Loadgen(absl::StrCat(Common(), " --model=vit_ln --rate=100 --window=1 --duration=3 --warmup=0.5",
                                         " --json=", open_path));
   open_stall.join();
-  ASSERT_EQ(open.exit_code, 0) << open.out;
+  ASSERT_EQ(open.exit_code, 0) << open.output;
   const std::string closed_path = ::testing::TempDir() + "/closed.json";
   std::thread closed_stall(stall);
   const ProcRun closed = Loadgen(absl::StrCat(Common(), " --model=vit_ln --concurrency=1 --window=1 --duration=3",
                                           " --warmup=0.5 --json=", closed_path));
   closed_stall.join();
-  ASSERT_EQ(closed.exit_code, 0) << closed.out;
+  ASSERT_EQ(closed.exit_code, 0) << closed.output;
   const Struct open_root = ReadJson(open_path), closed_root = ReadJson(closed_path);
   const Struct& o = Step(open_root, 0);
   const Struct& c = Step(closed_root, 0);
   // Open loop: ~20 requests were due during the stall and wait up to 200 ms.
-  EXPECT_GE(Field(o, "latency_us", "p99"), 100e3) << open.out;
+  EXPECT_GE(Field(o, "latency_us", "p99"), 100e3) << open.output;
   // Closed loop: one request waits, the sender waits with it: p99 stays small.
-  EXPECT_LT(Field(c, "latency_us", "p99"), 50e3) << closed.out;
+  EXPECT_LT(Field(c, "latency_us", "p99"), 50e3) << closed.output;
   EXPECT_GE(Field(c, "latency_us", "max"), 150e3) << "the stall happened during the closed run too";
 }
 
@@ -154,8 +143,8 @@ TEST_F(LoadgenTest, AbModeComparesTwoModelsUnderTheSameLoad) {
   const std::string path = ::testing::TempDir() + "/ab.json";
   const ProcRun run = Loadgen(absl::StrCat(Common(), " --models=llama_rms,llama_dyt --concurrency=2 --seq-len 8:32",
                                        " --int_high=256 --window=1 --duration=3 --warmup=0.3 --json=", path));
-  ASSERT_EQ(run.exit_code, 0) << run.out;
-  EXPECT_NE(run.out.find("verdict: "), std::string::npos) << run.out;
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("verdict: "), std::string::npos) << run.output;
   const Struct root = ReadJson(path);
   const Struct& ab = Step(root, 0).fields().at("ab").struct_value();
   EXPECT_EQ(ab.fields().at("a").string_value(), "llama_rms");
@@ -172,20 +161,20 @@ TEST_F(LoadgenTest, HelpListsTheFlags) {
   const ProcRun help = Loadgen("--help");
   for (const char* flag : {"--concurrency_range", "--rate_range", "--arrival", "--seq_len", "--models", "--json",
                            "--html", "--metrics_url"}) {
-    EXPECT_NE(help.out.find(flag), std::string::npos) << flag << "\n" << help.out;
+    EXPECT_NE(help.output.find(flag), std::string::npos) << flag << "\n" << help.output;
   }
 }
 
 TEST_F(LoadgenTest, BadFlagsAreClearErrors) {
   const ProcRun none = Loadgen(absl::StrCat(Common(), " --concurrency=1"));
   EXPECT_EQ(none.exit_code, 2);
-  EXPECT_NE(none.out.find("--model (or --models A,B) is required"), std::string::npos) << none.out;
+  EXPECT_NE(none.output.find("--model (or --models A,B) is required"), std::string::npos) << none.output;
   const ProcRun both = Loadgen(absl::StrCat(Common(), " --model=vit_ln --concurrency=1 --rate=5"));
   EXPECT_EQ(both.exit_code, 2);
-  EXPECT_NE(both.out.find("exactly one of"), std::string::npos) << both.out;
+  EXPECT_NE(both.output.find("exactly one of"), std::string::npos) << both.output;
   const ProcRun range = Loadgen(absl::StrCat(Common(), " --model=vit_ln --rate_range=10:5:1"));
   EXPECT_EQ(range.exit_code, 2);
-  EXPECT_NE(range.out.find("--rate_range='10:5:1'"), std::string::npos) << range.out;
+  EXPECT_NE(range.output.find("--rate_range='10:5:1'"), std::string::npos) << range.output;
 }
 
 }  // namespace

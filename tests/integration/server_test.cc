@@ -418,14 +418,9 @@ TEST_F(ServerTest, ScrapePassesPromtoolCheckMetrics) {
   ASSERT_TRUE(body.ok()) << body.status();
   const std::string path = ::testing::TempDir() + "/dytserve-scrape.txt";
   std::ofstream(path) << *body;
-  FILE* promtool = popen(absl::StrCat("promtool check metrics < ", path, " 2>&1").c_str(), "r");
-  ASSERT_NE(promtool, nullptr);
-  std::string output;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof(buf), promtool)) output.append(buf, n);
-  const int status = pclose(promtool);
-  EXPECT_EQ(status, 0) << "promtool check metrics:\n" << output;
-  EXPECT_EQ(output, "") << "promtool reports lint problems";
+  const testing::CommandResult promtool = testing::RunCommand(absl::StrCat("promtool check metrics < ", path));
+  EXPECT_EQ(promtool.exit_code, 0) << "promtool check metrics:\n" << promtool.output;
+  EXPECT_EQ(promtool.output, "") << "promtool reports lint problems";
 }
 
 // A repository with broken models still serves the good ones, and each error
@@ -436,15 +431,9 @@ TEST(BadRepository, GoodModelsLoadAndErrorsNameModelAndField) {
   fs::create_directories(dir);
   fs::create_directory_symlink(fs::path(kRepo) / "vit_ln", dir / "vit_ln");
   // A config that disagrees with its module: 11 classes instead of 10.
-  fs::create_directories(dir / "wrong_dims/1");
-  fs::create_symlink(fs::path(kRepo) / "vit_ln/1/model.pt", dir / "wrong_dims/1/model.pt");
-  std::ofstream(dir / "wrong_dims/config.pbtxt")
-      << "max_batch_size: 8\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
-         "output { name: \"logits\" data_type: TYPE_FP32 dims: [11] }\n";
+  testing::AddModel(dir, "wrong_dims", absl::StrCat(kRepo, "/vit_ln/1/model.pt"), testing::VitConfig(8, "", 11));
   // A config with a typo.
-  fs::create_directories(dir / "typo/1");
-  fs::create_symlink(fs::path(kRepo) / "vit_ln/1/model.pt", dir / "typo/1/model.pt");
-  std::ofstream(dir / "typo/config.pbtxt") << "max_batch_size: 8\nmax_batch_sizes: 4\n";
+  testing::AddModel(dir, "typo", absl::StrCat(kRepo, "/vit_ln/1/model.pt"), "max_batch_size: 8\nmax_batch_sizes: 4\n");
   // A file that is not TorchScript.
   fs::create_directories(dir / "garbage/1");
   std::ofstream(dir / "garbage/1/model.pt") << "not a model";
@@ -481,11 +470,8 @@ TEST(BadRepository, GoodModelsLoadAndErrorsNameModelAndField) {
 TEST(DytFusion, ConfigSwitchTurnsItOff) {
   const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-nofuse-", getpid());
   fs::remove_all(dir);
-  fs::create_directories(dir / "vit_dyt/1");
-  fs::create_symlink(fs::path(kRepo) / "vit_dyt/1/model.pt", dir / "vit_dyt/1/model.pt");
-  std::ofstream(dir / "vit_dyt/config.pbtxt")
-      << "max_batch_size: 8\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
-         "output { name: \"logits\" data_type: TYPE_FP32 dims: [10] }\noptimization { fuse_dyt: false }\n";
+  testing::AddModel(dir, "vit_dyt", absl::StrCat(kRepo, "/vit_dyt/1/model.pt"),
+                    testing::VitConfig(8, "optimization { fuse_dyt: false }\n"));
   absl::StatusOr<std::unique_ptr<ServerProcess>> server =
       ServerProcess::Start(kServer, {absl::StrCat("--model_repository=", dir.string())});
   ASSERT_TRUE(server.ok()) << server.status();
@@ -502,12 +488,8 @@ TEST(Devices, AutoFallsBackToCpuAndMissingCudaIsAModelError) {
   fs::remove_all(dir);
   for (const std::string device : {"auto", "cuda:0"}) {
     const std::string name = device == "auto" ? "on_auto" : "on_cuda";
-    fs::create_directories(dir / name / "1");
-    fs::create_symlink(fs::path(kRepo) / "vit_ln/1/model.pt", dir / name / "1/model.pt");
-    std::ofstream(dir / name / "config.pbtxt")
-        << "max_batch_size: 8\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
-           "output { name: \"logits\" data_type: TYPE_FP32 dims: [10] }\ninstance_group { device: \""
-        << device << "\" }\n";
+    testing::AddModel(dir, name, absl::StrCat(kRepo, "/vit_ln/1/model.pt"),
+                      testing::VitConfig(8, absl::StrCat("instance_group { device: \"", device, "\" }\n")));
   }
   absl::StatusOr<std::unique_ptr<ServerProcess>> server =
       ServerProcess::Start(kServer, {absl::StrCat("--model_repository=", dir.string())});

@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -148,6 +150,33 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
     return absl::UnavailableError(absl::StrCat("GET ", path, ": ", response.substr(0, 64)));
   }
   return response.substr(body + 4);
+}
+
+CommandResult RunCommand(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = popen(absl::StrCat(command, " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) result.output.append(buf, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+void AddModel(const std::string& repo, const std::string& name, const std::string& model_pt,
+              const std::string& config) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(repo) / name;
+  fs::create_directories(dir / "1");
+  fs::create_symlink(fs::absolute(model_pt), dir / "1/model.pt");
+  std::ofstream(dir / "config.pbtxt") << config;
+}
+
+std::string VitConfig(int max_batch_size, const std::string& extra, int classes) {
+  return absl::StrCat("max_batch_size: ", max_batch_size,
+                      "\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"
+                      "output { name: \"logits\" data_type: TYPE_FP32 dims: [",
+                      classes, "] }\n", extra);
 }
 
 }  // namespace dytserve::testing

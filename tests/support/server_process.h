@@ -47,6 +47,23 @@ class ServerProcess {
 // GET http://address/path; the body, or an error.
 absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path);
 
+// Runs `command` through the shell; its exit code (-1 if it did not exit)
+// and stdout plus stderr.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::string& command);
+
+// Adds <repo>/<name>/1/model.pt (a symlink to `model_pt`) and
+// <repo>/<name>/config.pbtxt with `config`.
+void AddModel(const std::string& repo, const std::string& name, const std::string& model_pt,
+              const std::string& config);
+
+// config.pbtxt text of the digits ViT with `max_batch_size` and `classes`
+// outputs, followed by `extra`.
+std::string VitConfig(int max_batch_size, const std::string& extra = "", int classes = 10);
+
 }  // namespace dytserve::testing
 
 #endif  // DYTSERVE_TESTS_SUPPORT_SERVER_PROCESS_H_
