@@ -52,7 +52,9 @@ bool Batcher::BatchReady() const {
   for (int64_t preferred : options_.preferred_batch_sizes) {
     if (queued_rows_ >= preferred) return true;
   }
-  return options_.clock->Now() >= enqueued_at_.front() + options_.max_queue_delay;
+  const absl::Time now = options_.clock->Now();
+  if (options_.idle_flush > absl::ZeroDuration() && now >= enqueued_at_.back() + options_.idle_flush) return true;
+  return now >= enqueued_at_.front() + options_.max_queue_delay;
 }
 
 void Batcher::Loop() {
@@ -65,11 +67,14 @@ void Batcher::Loop() {
           this));
       if (stopping_) return;
       // Wait for the batch to fill, but never past the oldest task's delay.
-      const absl::Time flush_at = enqueued_at_.front() + options_.max_queue_delay;
-      if (!BatchReady()) {
+      // Wait for the batch to fill, but never past the oldest task's delay,
+      // nor (with idle_flush) past a quiet spell after the latest arrival.
+      while (!BatchReady()) {
+        absl::Time wake = enqueued_at_.front() + options_.max_queue_delay;
+        if (options_.idle_flush > absl::ZeroDuration()) wake = std::min(wake, enqueued_at_.back() + options_.idle_flush);
         options_.clock->AwaitWithDeadline(
             &mu_, absl::Condition(+[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->BatchReady(); }, this),
-            flush_at);
+            wake);
       }
       if (stopping_) return;
       int64_t rows = 0;

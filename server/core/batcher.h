@@ -8,7 +8,8 @@
 //   function inside a batch (which must complete it), or completed here with
 //   DEADLINE_EXCEEDED, CANCELLED or, at shutdown, UNAVAILABLE.
 // - A batch goes out when its rows reach max_batch_size or a preferred size
-//   (or pass it: rows come in whole requests),
+//   (or pass it: rows come in whole requests), when no task has arrived for
+//   idle_flush (if set),
 //   when the oldest queued task has waited max_queue_delay, or at once when
 //   the delay is zero. Rows, not tasks, count toward the size.
 #ifndef DYTSERVE_SERVER_CORE_BATCHER_H_
@@ -48,6 +49,10 @@ class Batcher {
     int64_t max_batch_size = 1;
     std::vector<int64_t> preferred_batch_sizes;
     absl::Duration max_queue_delay = absl::ZeroDuration();
+    // Off when zero. Otherwise a batch also leaves once no task has arrived
+    // for this long: under closed-loop clients, whose requests come in a
+    // burst after each batch's answers, that beats waiting the full delay.
+    absl::Duration idle_flush = absl::ZeroDuration();
     // Tasks waiting; 0 means unbounded.
     size_t max_queue_size = 0;
     // Not owned; must outlive the batcher. Tests pass a FakeClock.

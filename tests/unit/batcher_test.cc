@@ -178,6 +178,40 @@ TEST(Batcher, PartialBatchLeavesExactlyWhenTheOldestTaskHasWaitedTheDelay) {
   EXPECT_EQ(rows_seen.load(), 3);
 }
 
+TEST(Batcher, IdleFlushSendsAPartialBatchAfterAQuietSpell) {
+  FakeClock clock;
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::atomic<int> batches{0};
+  std::atomic<int64_t> rows_seen{0};
+  absl::Notification ran;
+  Batcher::Options options;
+  options.max_batch_size = 8;
+  options.max_queue_delay = absl::Milliseconds(10);
+  options.idle_flush = absl::Milliseconds(1);
+  options.clock = &clock;
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    for (auto& t : batch) {
+      rows_seen += t->rows();
+      t->Complete(absl::OkStatus());
+    }
+    ++batches;
+    ran.Notify();
+  });
+  std::unique_ptr<BatchTask> a = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&a).ok());
+  clock.WaitForWaiters(1);
+  clock.Advance(absl::Microseconds(600));  // a second task arrives before the spell ends
+  std::unique_ptr<BatchTask> b = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&b).ok());
+  clock.Advance(absl::Microseconds(600));  // 1.2 ms after the first, 0.6 ms after the last
+  EXPECT_EQ(batches.load(), 0) << "the quiet spell restarts with each arrival";
+  clock.WaitForWaiters(1);
+  clock.Advance(absl::Microseconds(400));  // 1 ms quiet: leave, long before the 10 ms delay
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(rows_seen.load(), 2);
+}
+
 TEST(Batcher, PreferredSizeLeavesAtOnce) {
   FakeClock clock;
   absl::Mutex mu;
