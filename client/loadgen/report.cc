@@ -55,6 +55,26 @@ std::string Verdict(const AbComparison& c) {
                          c.test.p_value);
 }
 
+// Value labels at 0, 1/4, ..., 1 of `max` for a plot area [left, right] x
+// [top, bottom]: along the y axis with gridlines, or along the x axis.
+std::string Ticks(double max, double left, double right, double top, double bottom, bool x_axis) {
+  std::string out;
+  for (int i = 0; i <= 4; ++i) {
+    const double f = i / 4.0;
+    const std::string value = absl::StrFormat("%.4g", max * f);
+    if (x_axis) {
+      absl::StrAppend(&out, "<text x=\"", Num(left + (right - left) * f), "\" y=\"", Num(bottom + 14),
+                      "\" font-size=\"10\" text-anchor=\"middle\">", value, "</text>");
+    } else {
+      const double y = bottom - (bottom - top) * f;
+      absl::StrAppend(&out, "<line x1=\"", Num(left), "\" y1=\"", Num(y), "\" x2=\"", Num(right), "\" y2=\"", Num(y),
+                      "\" stroke=\"#ddd\"/><text x=\"", Num(left - 4), "\" y=\"", Num(y + 4),
+                      "\" font-size=\"10\" text-anchor=\"end\">", value, "</text>");
+    }
+  }
+  return out;
+}
+
 // A polyline chart: x, y series with axes and labels, self-contained SVG.
 std::string LineChart(const std::string& title, const std::string& x_label, const std::string& y_label,
                       const std::vector<std::pair<double, double>>& points) {
@@ -67,20 +87,21 @@ std::string LineChart(const std::string& title, const std::string& x_label, cons
   std::string path;
   for (const auto& [x, y] : points) {
     absl::StrAppend(&path, path.empty() ? "M" : " L", Num(L + (W - L - R) * x / max_x), ",",
-                    Num(H - B - (H - B - T) * y / max_y));
+                    Num(H - B - (H - B - T - 10) * y / max_y));
   }
   std::string dots;
   for (const auto& [x, y] : points) {
     absl::StrAppend(&dots, "<circle cx=\"", Num(L + (W - L - R) * x / max_x), "\" cy=\"",
-                    Num(H - B - (H - B - T) * y / max_y), "\" r=\"3\" fill=\"#1f77b4\"/>");
+                    Num(H - B - (H - B - T - 10) * y / max_y), "\" r=\"3\" fill=\"#1f77b4\"/>");
   }
-  return absl::StrCat("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", W, "\" height=\"", H, "\">",
-                      "<text x=\"", L, "\" y=\"18\" font-size=\"14\">", Escape(title), "</text>",
+  return absl::StrCat("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", W, "\" height=\"", H + 20, "\">",
+                      "<text x=\"", L, "\" y=\"16\" font-size=\"14\">", Escape(title), "</text>",
+                      Ticks(max_y, L, W - R, T + 10, H - B, false), Ticks(max_x, L, W - R, T + 10, H - B, true),
                       "<line x1=\"", L, "\" y1=\"", H - B, "\" x2=\"", W - R, "\" y2=\"", H - B, "\" stroke=\"#333\"/>",
-                      "<line x1=\"", L, "\" y1=\"", T, "\" x2=\"", L, "\" y2=\"", H - B, "\" stroke=\"#333\"/>",
-                      "<text x=\"", W / 2, "\" y=\"", H - 8, "\" font-size=\"12\">", Escape(x_label), " (max ",
-                      Num(max_x), ")</text>", "<text x=\"4\" y=\"", T - 6, "\" font-size=\"12\">", Escape(y_label),
-                      " (max ", Num(max_y), ")</text>", "<path d=\"", path,
+                      "<line x1=\"", L, "\" y1=\"", T + 10, "\" x2=\"", L, "\" y2=\"", H - B, "\" stroke=\"#333\"/>",
+                      "<text x=\"", (L + W - R) / 2, "\" y=\"", H - 6, "\" font-size=\"12\" text-anchor=\"middle\">",
+                      Escape(x_label), "</text>", "<text x=\"", L, "\" y=\"", T + 4, "\" font-size=\"12\">",
+                      Escape(y_label), "</text>", "<path d=\"", path,
                       "\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>", dots, "</svg>");
 }
 
@@ -113,9 +134,9 @@ std::string BarChart(const std::string& title, const std::vector<std::string>& g
                     "\" font-size=\"11\">", Escape(series[s]), "</text>");
   }
   return absl::StrCat("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", W, "\" height=\"", H, "\">",
-                      "<text x=\"", L, "\" y=\"18\" font-size=\"14\">", Escape(title), " (max ", Num(max_v),
-                      ")</text><line x1=\"", L, "\" y1=\"", H - B, "\" x2=\"", W - R, "\" y2=\"", H - B,
-                      "\" stroke=\"#333\"/>", bars, legend, "</svg>");
+                      "<text x=\"", L, "\" y=\"18\" font-size=\"14\">", Escape(title), "</text>",
+                      Ticks(max_v, L, W - R, T, H - B, false), "<line x1=\"", L, "\" y1=\"", H - B, "\" x2=\"", W - R,
+                      "\" y2=\"", H - B, "\" stroke=\"#333\"/>", bars, legend, "</svg>");
 }
 
 }  // namespace
