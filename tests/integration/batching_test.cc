@@ -156,8 +156,12 @@ dynamic_batching { max_queue_delay_us: 20000 ragged_batching: true }
     for (int64_t j = 0; j < length; ++j) sent[i].push_back(i * 10 + j);
     client->InferAsync("masked", {Tensor::From<int64_t>("ids", {1, length}, sent[i])}, {},
                        [&, i](absl::StatusOr<InferResult> r) {
-                         absl::MutexLock lock(&mu);
-                         results[i] = std::move(r);
+                         {
+                           absl::MutexLock lock(&mu);
+                           results[i] = std::move(r);
+                         }
+                         // After the lock: once the count hits zero the test
+                         // may return and destroy `mu`.
                          pending.DecrementCount();
                        });
   }

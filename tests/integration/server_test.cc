@@ -295,8 +295,12 @@ TEST_F(ServerTest, OneBadRequestDoesNotFailItsBatchmates) {
     if (i == 5) ids[2] = 100000;  // past the vocabulary: the embedding throws
     client_->InferAsync("llama_rms", {Tensor::From<int64_t>("input_ids", {1, 4}, ids)}, {},
                         [&, i](absl::StatusOr<InferResult> r) {
-                          absl::MutexLock lock(&mu);
-                          codes[i] = r.status().code();
+                          {
+                            absl::MutexLock lock(&mu);
+                            codes[i] = r.status().code();
+                          }
+                          // After the lock: once the count hits zero the test
+                          // may return and destroy `mu`.
                           pending.DecrementCount();
                         });
   }

@@ -111,8 +111,12 @@ TEST(GracefulShutdown, QueuedWorkBeyondTheGracePeriodIsAnsweredUnavailable) {
   absl::BlockingCounter pending(kRequests);
   for (int i = 0; i < kRequests; ++i) {
     client->InferAsync("llama_dyt", inputs, {}, [&](absl::StatusOr<InferResult> r) {
-      absl::MutexLock lock(&mu);
-      ++codes[r.status().code()];
+      {
+        absl::MutexLock lock(&mu);
+        ++codes[r.status().code()];
+      }
+      // After the lock: once the count hits zero the test may return and
+      // destroy `mu`.
       pending.DecrementCount();
     });
   }
