@@ -86,7 +86,7 @@ struct Client::Impl {
   }
 };
 
-Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
@@ -107,7 +107,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_shared<Impl>();
   for (const std::string& endpoint : options.endpoints) {
     if (endpoint.empty()) return absl::InvalidArgumentError("an endpoint is empty");
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(endpoint, creds, args);
@@ -161,15 +161,14 @@ void Client::InferAsync(absl::string_view model, const std::vector<Tensor>& inpu
   BuildRequest(model, inputs, options, &call->request);
   call->done = std::move(done);
   impl_->Prepare(&call->ctx, options.deadline);
-  impl_->stubs[impl_->Pick()]->async()->ModelInfer(&call->ctx, &call->request, &call->response,
-                                                   [call](grpc::Status status) {
-                                                     std::unique_ptr<Call> owned(call);
-                                                     if (!status.ok()) {
-                                                       owned->done(FromGrpc(status));
-                                                     } else {
-                                                       owned->done(ToResult(owned->response));
-                                                     }
-                                                   });
+  impl_->stubs[impl_->Pick()]->async()->ModelInfer(
+      &call->ctx, &call->request, &call->response, [call, keep_alive = impl_](grpc::Status status) {
+        std::unique_ptr<Call> owned(call);
+        absl::StatusOr<InferResult> result = status.ok() ? ToResult(owned->response) : FromGrpc(status);
+        auto done = std::move(owned->done);
+        owned.reset();  // the call's context and messages go before the caller is told
+        done(std::move(result));
+      });
 }
 
 absl::StatusOr<bool> Client::ServerLive() {
