@@ -76,6 +76,7 @@ struct Client::Impl {
   std::vector<std::unique_ptr<inference::GRPCInferenceService::Stub>> stubs;
   std::vector<std::unique_ptr<grpc::health::v1::Health::Stub>> health;
   std::atomic<size_t> next{0};
+  std::atomic<int64_t> async_in_flight{0};
 
   size_t Pick() { return next.fetch_add(1, std::memory_order_relaxed) % stubs.size(); }
 
@@ -86,8 +87,14 @@ struct Client::Impl {
   }
 };
 
-Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Client::~Client() {
+  // A callback's last touch of the client is its decrement of this counter;
+  // wait for it, so that no gRPC thread is inside our code as the channels go.
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (impl_->async_in_flight.load() > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+}
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("ClientOptions.endpoints is empty");
@@ -107,7 +114,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
-  auto impl = std::make_shared<Impl>();
+  auto impl = std::make_unique<Impl>();
   for (const std::string& endpoint : options.endpoints) {
     if (endpoint.empty()) return absl::InvalidArgumentError("an endpoint is empty");
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(endpoint, creds, args);
@@ -161,13 +168,16 @@ void Client::InferAsync(absl::string_view model, const std::vector<Tensor>& inpu
   BuildRequest(model, inputs, options, &call->request);
   call->done = std::move(done);
   impl_->Prepare(&call->ctx, options.deadline);
-  impl_->stubs[impl_->Pick()]->async()->ModelInfer(
-      &call->ctx, &call->request, &call->response, [call, keep_alive = impl_](grpc::Status status) {
+  Impl* impl = impl_.get();
+  impl->async_in_flight.fetch_add(1);
+  impl->stubs[impl->Pick()]->async()->ModelInfer(
+      &call->ctx, &call->request, &call->response, [call, impl](grpc::Status status) {
         std::unique_ptr<Call> owned(call);
         absl::StatusOr<InferResult> result = status.ok() ? ToResult(owned->response) : FromGrpc(status);
         auto done = std::move(owned->done);
         owned.reset();  // the call's context and messages go before the caller is told
         done(std::move(result));
+        impl->async_in_flight.fetch_sub(1);  // the last touch of the client
       });
 }
 

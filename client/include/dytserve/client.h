@@ -90,8 +90,8 @@ class Client {
 
   absl::StatusOr<InferResult> Infer(absl::string_view model, const std::vector<Tensor>& inputs,
                                     const InferOptions& options = {});
-  // `done` runs once, on a gRPC thread; keep it short. The Client may be
-  // destroyed as soon as `done` has been called.
+  // `done` runs once, on a gRPC thread; keep it short. Destroying the Client
+  // waits for the callbacks of calls still in flight to return.
   void InferAsync(absl::string_view model, const std::vector<Tensor>& inputs, const InferOptions& options,
                   std::function<void(absl::StatusOr<InferResult>)> done);
 
@@ -110,11 +110,8 @@ class Client {
 
  private:
   struct Impl;
-  explicit Client(std::shared_ptr<Impl> impl);
-  // Shared with async calls in flight, so that destroying the Client right
-  // after a callback ran (as a caller woken by it may) frees nothing that
-  // gRPC's callback thread still touches.
-  std::shared_ptr<Impl> impl_;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace dytserve
