@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "support/server_process.h"
+#include "support/suite_server.h"
 
 namespace dytserve {
 namespace {
@@ -22,30 +23,7 @@ CliRun Cli(const std::string& target, const std::string& args) {
   return testing::RunCommand(absl::StrCat(DYTSERVE_CLI_BIN, " --target=", target, " ", args));
 }
 
-class CliTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO)});
-    // A failed ASSERT here would report the tests as SKIPPED; SetUp fails them.
-    if (!server.ok()) {
-      start_error_ = new std::string(server.status().ToString());
-      return;
-    }
-    server_ = server->release();
-  }
-  void SetUp() override {
-    if (start_error_ != nullptr) FAIL() << "the server did not start: " << *start_error_;
-  }
-  static std::string* start_error_;
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  static ServerProcess* server_;
-};
-std::string* CliTest::start_error_ = nullptr;
-ServerProcess* CliTest::server_ = nullptr;
+class CliTest : public testing::SuiteServerTest<CliTest> {};
 
 TEST_F(CliTest, Health) {
   const CliRun server = Cli(server_->grpc_address(), "health");

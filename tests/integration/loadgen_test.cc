@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "support/server_process.h"
+#include "support/suite_server.h"
 
 namespace dytserve {
 namespace {
@@ -42,32 +43,12 @@ double Field(const Struct& s, const std::string& a, const std::string& b = "") {
   return b.empty() ? v.number_value() : v.struct_value().fields().at(b).number_value();
 }
 
-class LoadgenTest : public ::testing::Test {
+class LoadgenTest : public testing::SuiteServerTest<LoadgenTest> {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO)});
-    if (!server.ok()) {
-      start_error_ = new std::string(server.status().ToString());
-      return;
-    }
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override {
-    if (start_error_ != nullptr) FAIL() << "the server did not start: " << *start_error_;
-  }
   static std::string Common() {
     return absl::StrCat("--target=", server_->grpc_address(), " --metrics_url=", server_->metrics_address());
   }
-  static std::string* start_error_;
-  static ServerProcess* server_;
 };
-std::string* LoadgenTest::start_error_ = nullptr;
-ServerProcess* LoadgenTest::server_ = nullptr;
 
 TEST_F(LoadgenTest, ClosedLoopSweepWritesTheJsonSchemaCsvAndHtml) {
   const std::string dir = ::testing::TempDir();

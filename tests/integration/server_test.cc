@@ -25,6 +25,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "support/server_process.h"
+#include "support/suite_server.h"
 
 namespace dytserve {
 namespace {
@@ -56,18 +57,11 @@ at::Tensor ToAt(const Tensor& t) {
   return at::tensor(*values).reshape(t.shape);
 }
 
-class ServerTest : public ::testing::Test {
+class ServerTest : public testing::SuiteServerTest<ServerTest> {
  protected:
   static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(kServer, {absl::StrCat("--model_repository=", kRepo)});
-    // No ASSERT here: GoogleTest reports tests after a failed SetUpTestSuite
-    // as SKIPPED, which CTest counts as skipped, not failed. SetUp fails them.
-    if (!server.ok()) {
-      start_error_ = new std::string(server.status().ToString());
-      return;
-    }
-    server_ = server->release();
+    SuiteServerTest::SetUpTestSuite();
+    if (server_ == nullptr) return;
     ClientOptions options;
     options.endpoints = {server_->grpc_address()};
     client_ = Client::Create(options)->release();
@@ -77,10 +71,7 @@ class ServerTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete client_;
     delete channel_;
-    if (server_ != nullptr) {
-      EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Stderr();
-    }
-    delete server_;
+    SuiteServerTest::TearDownTestSuite();
   }
 
   static std::vector<Tensor> Inputs(const std::string& model, int64_t rows, int64_t seq_len, uint64_t seed) {
@@ -109,18 +100,10 @@ class ServerTest : public ::testing::Test {
     return stub->ModelInfer(&ctx, req, resp);
   }
 
-  void SetUp() override {
-    if (start_error_ != nullptr) FAIL() << "the server did not start: " << *start_error_;
-  }
-
-  static std::string* start_error_;
-  static ServerProcess* server_;
   static Client* client_;
   static std::shared_ptr<grpc::Channel>* channel_;
 };
 
-std::string* ServerTest::start_error_ = nullptr;
-ServerProcess* ServerTest::server_ = nullptr;
 Client* ServerTest::client_ = nullptr;
 std::shared_ptr<grpc::Channel>* ServerTest::channel_ = nullptr;
 
