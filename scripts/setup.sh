@@ -13,6 +13,10 @@ PACKAGES=(
   libopenblas0-pthread
   # promtool, for the metrics lint in the test suite.
   prometheus
+  # The deploy manifest test: PyYAML parses deploy/k8s and docker-compose.yml,
+  # and docker-compose 1.29 validates the compose file (`config` needs no daemon).
+  python3-yaml
+  docker-compose
 )
 
 missing=()
