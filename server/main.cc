@@ -33,6 +33,8 @@
 #include "absl/time/clock.h"
 #include "server/core/inference_engine.h"
 #include "server/core/log.h"
+#include "server/grpc/auth.h"
+#include "server/grpc/control_service.h"
 #include "server/grpc/inference_service.h"
 #include "server/metrics/device_memory_collector.h"
 #include "server/metrics/metrics_http_server.h"
@@ -52,6 +54,11 @@ ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain; with --tls_key
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
 ABSL_FLAG(bool, record_metrics, true,
           "Record per-request metrics; off only to measure their cost (the families stay, at zero)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "File holding the bearer token that control calls (experiments) must send; empty: no check");
+ABSL_FLAG(std::string, inference_token_file, "",
+          "File holding the bearer token inference calls must send (liveness, readiness and health stay open); "
+          "empty: no check");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
 
 namespace dytserve {
@@ -89,6 +96,12 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
   grpc::SslServerCredentialsOptions options;
   options.pem_key_cert_pairs.push_back({*key_pem, *cert_pem});
   return grpc::SslServerCredentials(options);
+}
+
+// No flag, no token (the check is off); a flag naming a bad file is an error.
+absl::StatusOr<std::string> LoadToken(absl::string_view flag, const std::string& path) {
+  if (path.empty()) return std::string();
+  return ReadTokenFile(flag, path);
 }
 
 int Fail(const std::string& message) {
@@ -156,7 +169,24 @@ int Run() {
   InferenceEngine::Options engine_options;
   engine_options.server_version = kVersion;
   engine_options.strict_readiness = absl::GetFlag(FLAGS_strict_readiness);
-  InferenceEngine engine(engine_options, *std::move(repository), report.failures.size());
+  InferenceEngine engine(engine_options, *std::move(repository), report.failures.size(), &metrics);
+  std::vector<absl::Status> experiment_failures;
+  if (absl::Status s = engine.LoadExperiments(repo_path, &experiment_failures); !s.ok()) {
+    LogError(absl::StrCat("experiments not loaded: ", s.message()));
+  }
+  for (const absl::Status& failure : experiment_failures) LogError(failure.message());
+  const v1::ExperimentList experiments = engine.router().List();
+  for (const v1::Experiment& e : experiments.experiments()) {
+    LogInfo(absl::StrCat("experiment '", e.name(), "' loaded with ", e.arms_size(), " arms"));
+  }
+
+  absl::StatusOr<std::string> admin_token = LoadToken("--admin_token_file", absl::GetFlag(FLAGS_admin_token_file));
+  if (!admin_token.ok()) return Fail(std::string(admin_token.status().message()));
+  absl::StatusOr<std::string> inference_token =
+      LoadToken("--inference_token_file", absl::GetFlag(FLAGS_inference_token_file));
+  if (!inference_token.ok()) return Fail(std::string(inference_token.status().message()));
+  const TokenAuth admin_auth(*admin_token, "dytserve.v1.Control", &metrics);
+  const TokenAuth inference_auth(*inference_token, "inference.GRPCInferenceService", &metrics);
 
   const std::string host = absl::GetFlag(FLAGS_host);
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_server =
@@ -166,11 +196,13 @@ int Run() {
   if (!metrics_server.ok()) return Fail(std::string(metrics_server.status().message()));
 
   grpc::EnableDefaultHealthCheckService(true);
-  InferenceService service(&engine);
+  InferenceService service(&engine, &inference_auth);
+  ControlService control(&engine.router(), &admin_auth);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(HostPort(host, grpc_port), *credentials, &bound_port);
   builder.RegisterService(&service);
+  builder.RegisterService(&control);
   const int max_bytes = absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024;
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
@@ -182,6 +214,9 @@ int Run() {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const std::string& name : engine.repository().discovered()) {
     health->SetServingStatus(name, engine.ModelReady(name, ""));
+  }
+  for (const v1::Experiment& e : experiments.experiments()) {
+    health->SetServingStatus(e.name(), engine.ModelReady(e.name(), ""));
   }
   health->SetServingStatus("", engine.Ready());
 

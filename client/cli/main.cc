@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "cli/experiment_command.h"
 #include "cli/format.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
@@ -34,6 +35,7 @@ ABSL_FLAG(int64_t, int_high, 100, "Generated integers are drawn from [0, int_hig
 ABSL_FLAG(uint64_t, seed, 0, "Random seed of generated inputs");
 ABSL_FLAG(int, top_k, 5, "Show rank-2 float outputs as the top-k classes per row; 0 prints values");
 ABSL_FLAG(int, max_values, 64, "Most values printed per output");
+ABSL_FLAG(std::string, routing_key, "", "infer: sticky routing key for an experiment (request parameter routing_key)");
 
 namespace dytserve::cli {
 namespace {
@@ -133,6 +135,7 @@ int Infer(Client& client, const std::vector<std::string>& args) {
   }
   InferOptions options;
   options.model_version = absl::GetFlag(FLAGS_model_version);
+  if (!absl::GetFlag(FLAGS_routing_key).empty()) options.parameters["routing_key"] = absl::GetFlag(FLAGS_routing_key);
   absl::StatusOr<InferResult> result = client.Infer(model, inputs, options);
   if (!result.ok()) return Fail(result.status().ToString());
   std::printf("%s\n", InferResultJson(*result, absl::GetFlag(FLAGS_top_k), absl::GetFlag(FLAGS_max_values)).c_str());
@@ -146,16 +149,17 @@ int main(int argc, char** argv) {
   // --help lists this program's flags (absl's default looks for a file named
   // after the binary).
   absl::FlagsUsageConfig usage_config;
-  usage_config.contains_help_flags = [](absl::string_view path) { return absl::StrContains(path, "cli/main.cc"); };
+  usage_config.contains_help_flags = [](absl::string_view path) { return absl::StrContains(path, "client/cli/"); };
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "dytserve-cli COMMAND [ARGS] [--flags]\n"
       "  health [MODEL]     grpc.health.v1 status (and live/ready) of the server or a model\n"
       "  metadata [MODEL]   server or model metadata\n"
-      "  infer MODEL        one inference with generated (--fill) or --input_json inputs");
+      "  infer MODEL        one inference with generated (--fill) or --input_json inputs\n"
+      "  experiment ...     A/B experiments: list, get, create, update, weights, delete, report");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() < 2) return dytserve::cli::Fail("missing command: health, metadata or infer (--help)");
+  if (positional.size() < 2) return dytserve::cli::Fail("missing command: health, metadata, infer or experiment (--help)");
   const std::string command = positional[1];
   const std::vector<std::string> args(positional.begin() + 2, positional.end());
   absl::StatusOr<std::unique_ptr<dytserve::Client>> client = dytserve::cli::MakeClient();
@@ -163,5 +167,6 @@ int main(int argc, char** argv) {
   if (command == "health") return dytserve::cli::Health(**client, args);
   if (command == "metadata") return dytserve::cli::Metadata(**client, args);
   if (command == "infer") return dytserve::cli::Infer(**client, args);
-  return dytserve::cli::Fail(absl::StrCat("unknown command '", command, "' (health, metadata, infer)"));
+  if (command == "experiment") return dytserve::cli::ExperimentCommand(**client, args);
+  return dytserve::cli::Fail(absl::StrCat("unknown command '", command, "' (health, metadata, infer, experiment)"));
 }

@@ -1,5 +1,7 @@
 #include "dytserve/client.h"
 
+#include "src/client_impl.h"
+
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
@@ -9,12 +11,6 @@
 
 namespace dytserve {
 namespace {
-
-// The one place where grpc::Status becomes absl::Status on the client side.
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
 
 std::string ParameterText(const inference::InferParameter& p) {
   switch (p.parameter_choice_case()) {
@@ -71,22 +67,6 @@ const Tensor* InferResult::Find(absl::string_view name) const {
   return nullptr;
 }
 
-struct Client::Impl {
-  ClientOptions options;
-  std::vector<std::unique_ptr<inference::GRPCInferenceService::Stub>> stubs;
-  std::vector<std::unique_ptr<grpc::health::v1::Health::Stub>> health;
-  std::atomic<size_t> next{0};
-  std::atomic<int64_t> async_in_flight{0};
-
-  size_t Pick() { return next.fetch_add(1, std::memory_order_relaxed) % stubs.size(); }
-
-  void Prepare(grpc::ClientContext* ctx, absl::Duration deadline) const {
-    const absl::Duration d = deadline > absl::ZeroDuration() ? deadline : options.default_deadline;
-    ctx->set_deadline(absl::ToChronoTime(absl::Now() + d));
-    if (!options.bearer_token.empty()) ctx->AddMetadata("authorization", "Bearer " + options.bearer_token);
-  }
-};
-
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Client::~Client() {
@@ -120,6 +100,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
     std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(endpoint, creds, args);
     impl->stubs.push_back(inference::GRPCInferenceService::NewStub(channel));
     impl->health.push_back(grpc::health::v1::Health::NewStub(channel));
+    impl->control.push_back(v1::Control::NewStub(channel));
   }
   impl->options = std::move(options);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
@@ -151,6 +132,7 @@ absl::StatusOr<InferResult> Client::Infer(absl::string_view model, const std::ve
   inference::ModelInferResponse response;
   grpc::ClientContext ctx;
   impl_->Prepare(&ctx, options.deadline);
+  for (const auto& [key, value] : options.metadata) ctx.AddMetadata(key, value);
   const grpc::Status status = impl_->stubs[impl_->Pick()]->ModelInfer(&ctx, request, &response);
   if (!status.ok()) return FromGrpc(status);
   return ToResult(response);
@@ -168,6 +150,7 @@ void Client::InferAsync(absl::string_view model, const std::vector<Tensor>& inpu
   BuildRequest(model, inputs, options, &call->request);
   call->done = std::move(done);
   impl_->Prepare(&call->ctx, options.deadline);
+  for (const auto& [key, value] : options.metadata) call->ctx.AddMetadata(key, value);
   Impl* impl = impl_.get();
   impl->async_in_flight.fetch_add(1);
   impl->stubs[impl->Pick()]->async()->ModelInfer(

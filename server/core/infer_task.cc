@@ -14,11 +14,13 @@
 namespace dytserve {
 
 InferTask::InferTask(DecodedRequest request, inference::ModelInferResponse* response, InferCall call,
-                     std::shared_ptr<ModelMetrics> metrics, absl::Time received_at)
+                     std::shared_ptr<ModelMetrics> model_metrics, std::shared_ptr<RequestMetrics> request_metrics,
+                     absl::Time received_at)
     : request_(std::move(request)),
       response_(response),
       call_(std::move(call)),
-      metrics_(std::move(metrics)),
+      metrics_(std::move(model_metrics)),
+      request_metrics_(std::move(request_metrics)),
       received_at_(received_at) {
   metrics_->AddInFlight(1);
 }
@@ -32,7 +34,7 @@ InferTask::~InferTask() {
 void InferTask::Complete(absl::Status status) {
   completed_ = true;
   metrics_->AddInFlight(-1);
-  metrics_->RecordRequest(status.code(), absl::ToDoubleSeconds(absl::Now() - received_at_));
+  request_metrics_->RecordRequest(status.code(), absl::ToDoubleSeconds(absl::Now() - received_at_));
   if (!status.ok()) {
     response_->clear_outputs();
     response_->clear_raw_output_contents();
@@ -135,7 +137,7 @@ at::Tensor OutputPart(const TensorSpec& output, const at::Tensor& full, const In
 void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vector<InferTask*>& tasks) {
   const ModelSpec& spec = model.spec();
   const absl::Time start = absl::Now();
-  for (InferTask* t : tasks) metrics.RecordQueue(absl::ToDoubleSeconds(start - t->received_at()));
+  for (InferTask* t : tasks) t->request_metrics().RecordQueue(absl::ToDoubleSeconds(start - t->received_at()));
 
   int64_t rows = 0;
   for (InferTask* t : tasks) rows += t->rows();

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -24,13 +25,19 @@ struct InferCall {
   std::function<bool()> is_cancelled;
   // Called exactly once with the outcome, after the response is filled.
   std::function<void(absl::Status)> done;
+  // From the transport's metadata (gRPC: "x-routing-key"); a request
+  // parameter "routing_key" takes precedence. Empty: none.
+  std::string routing_key;
 };
 
 class InferTask : public BatchTask {
  public:
   // `response` is not owned and must outlive the call to `call.done`.
+  // `model_metrics` keeps the in-flight gauge; the request's outcome, total
+  // and queue time go to `request_metrics` (its experiment arm's series).
   InferTask(DecodedRequest request, inference::ModelInferResponse* response, InferCall call,
-            std::shared_ptr<ModelMetrics> metrics, absl::Time received_at);
+            std::shared_ptr<ModelMetrics> model_metrics, std::shared_ptr<RequestMetrics> request_metrics,
+            absl::Time received_at);
   ~InferTask() override;
 
   int64_t rows() const override { return request_.rows; }
@@ -41,12 +48,14 @@ class InferTask : public BatchTask {
   const DecodedRequest& request() const { return request_; }
   inference::ModelInferResponse* response() { return response_; }
   absl::Time received_at() const { return received_at_; }
+  RequestMetrics& request_metrics() { return *request_metrics_; }
 
  private:
   DecodedRequest request_;
   inference::ModelInferResponse* const response_;
   InferCall call_;
   std::shared_ptr<ModelMetrics> metrics_;
+  std::shared_ptr<RequestMetrics> request_metrics_;
   const absl::Time received_at_;
   bool completed_ = false;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -25,11 +26,25 @@ absl::Status ApplyTimeout(const inference::ModelInferRequest& request, const Mod
   return absl::OkStatus();
 }
 
+// The "routing_key" parameter, else the transport's; INVALID_ARGUMENT when
+// the parameter is not a string.
+absl::StatusOr<std::string> RoutingKey(const inference::ModelInferRequest& request, const InferCall& call) {
+  auto it = request.parameters().find("routing_key");
+  if (it == request.parameters().end()) return call.routing_key;
+  if (it->second.parameter_choice_case() != inference::InferParameter::kStringParam) {
+    return absl::InvalidArgumentError("parameter 'routing_key' must be a string_param");
+  }
+  return it->second.string_param();
+}
+
 }  // namespace
 
 InferenceEngine::InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository,
-                                 size_t failed_models)
-    : options_(std::move(options)), repository_(std::move(repository)), failed_models_(failed_models) {}
+                                 size_t failed_models, ServerMetrics* metrics)
+    : options_(std::move(options)),
+      repository_(std::move(repository)),
+      failed_loads_(failed_models),
+      router_(repository_.get(), metrics) {}
 
 InferenceEngine::~InferenceEngine() { Shutdown(); }
 
@@ -37,11 +52,24 @@ absl::Status InferenceEngine::Submit(const inference::ModelInferRequest& request
                                      inference::ModelInferResponse* response, InferCall call) {
   const absl::Time received = absl::Now();
   if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
+  if (std::shared_ptr<const CompiledExperiment> experiment = router_.Find(request.model_name())) {
+    return SubmitToExperiment(*experiment, request, response, std::move(call), received);
+  }
   absl::StatusOr<std::shared_ptr<ModelVersion>> served =
       repository_->Find(request.model_name(), request.model_version());
   if (!served.ok()) return served.status();
   ModelVersion& model = **served;
+  absl::StatusOr<std::unique_ptr<BatchTask>> task =
+      MakeTask(model, model.metrics()->direct(), request, response, std::move(call), received);
+  if (!task.ok()) return task.status();
+  return Schedule(model, *model.metrics()->direct(), *std::move(task), received);
+}
 
+absl::StatusOr<std::unique_ptr<BatchTask>> InferenceEngine::MakeTask(ModelVersion& model,
+                                                                     std::shared_ptr<RequestMetrics> metrics,
+                                                                     const inference::ModelInferRequest& request,
+                                                                     inference::ModelInferResponse* response,
+                                                                     InferCall call, absl::Time received) {
   absl::StatusOr<DecodedRequest> decoded = absl::InternalError("decoding did not run");
   try {
     decoded = DecodeRequest(request, model.spec());
@@ -50,40 +78,120 @@ absl::Status InferenceEngine::Submit(const inference::ModelInferRequest& request
     decoded = absl::ResourceExhaustedError(absl::StrCat("cannot decode the request: ", e.what()));
   }
   if (!decoded.ok()) {
-    model.metrics()->RecordRequest(decoded.status().code(), absl::ToDoubleSeconds(absl::Now() - received));
+    metrics->RecordRequest(decoded.status().code(), absl::ToDoubleSeconds(absl::Now() - received));
     return absl::Status(decoded.status().code(),
                         absl::StrCat("model '", model.spec().name, "': ", decoded.status().message()));
   }
   if (absl::Status s = ApplyTimeout(request, model.spec(), received, &call.deadline); !s.ok()) {
-    model.metrics()->RecordRequest(s.code(), 0);
+    metrics->RecordRequest(s.code(), 0);
     return s;
   }
   if (call.deadline <= received) {
-    model.metrics()->RecordRequest(absl::StatusCode::kDeadlineExceeded, 0);
+    metrics->RecordRequest(absl::StatusCode::kDeadlineExceeded, 0);
     return absl::DeadlineExceededError("the deadline passed before the request was queued");
   }
 
   response->set_model_name(model.spec().name);
   response->set_model_version(model.version_string());
   response->set_id(request.id());
+  return std::make_unique<InferTask>(*std::move(decoded), response, std::move(call), model.metrics(),
+                                     std::move(metrics), received);
+}
 
-  std::unique_ptr<BatchTask> task =
-      std::make_unique<InferTask>(*std::move(decoded), response, std::move(call), model.metrics(), received);
+absl::Status InferenceEngine::Schedule(ModelVersion& model, RequestMetrics& metrics, std::unique_ptr<BatchTask> task,
+                                       absl::Time received) {
   absl::Status scheduled = model.Schedule(&task);
-  if (!scheduled.ok()) {
-    model.metrics()->RecordRequest(scheduled.code(), absl::ToDoubleSeconds(absl::Now() - received));
-  }
+  if (!scheduled.ok()) metrics.RecordRequest(scheduled.code(), absl::ToDoubleSeconds(absl::Now() - received));
   return scheduled;
+}
+
+absl::Status InferenceEngine::SubmitToExperiment(const CompiledExperiment& experiment,
+                                                 const inference::ModelInferRequest& request,
+                                                 inference::ModelInferResponse* response, InferCall call,
+                                                 absl::Time received) {
+  const std::string& name = experiment.config.name();
+  if (!request.model_version().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment: its arms choose the model "
+                                                   "version, so model_version must be empty"));
+  }
+  absl::StatusOr<std::string> key = RoutingKey(request, call);
+  if (!key.ok()) return key.status();
+  const RoutedArm& arm = experiment.Pick(*key);
+  (*response->mutable_parameters())["experiment"].set_string_param(name);
+  (*response->mutable_parameters())["arm"].set_string_param(arm.name);
+
+  // Which shadows get a copy is drawn now; the copies are queued only once
+  // the serving arm has accepted the request.
+  std::vector<std::pair<const RoutedArm*, std::shared_ptr<ShadowComparison>>> shadows;
+  thread_local absl::BitGen gen;
+  for (const RoutedArm& shadow : experiment.shadows) {
+    if (absl::Uniform<double>(gen, 0, 1) < shadow.shadow_fraction) {
+      shadows.emplace_back(&shadow, std::make_shared<ShadowComparison>(shadow.shadow_metrics));
+    }
+  }
+  const absl::Time deadline = call.deadline;
+  if (!shadows.empty()) {
+    std::vector<std::shared_ptr<ShadowComparison>> comparisons;
+    for (auto& [shadow, comparison] : shadows) comparisons.push_back(comparison);
+    // The serving outputs are copied before the call is answered (the
+    // response is gone after), compared only after.
+    call.done = [done = std::move(call.done), response, comparisons](absl::Status status) {
+      std::vector<ShadowComparison*> complete;
+      for (const auto& c : comparisons) {
+        if (c->SetServing(status, *response)) complete.push_back(c.get());
+      }
+      done(std::move(status));
+      for (ShadowComparison* c : complete) c->Finish();
+    };
+  }
+  absl::StatusOr<std::unique_ptr<BatchTask>> task =
+      MakeTask(*arm.model, arm.metrics, request, response, std::move(call), received);
+  if (!task.ok()) return task.status();
+  if (absl::Status s = Schedule(*arm.model, *arm.metrics, *std::move(task), received); !s.ok()) return s;
+  for (auto& [shadow, comparison] : shadows) SubmitShadow(*shadow, request, deadline, received, comparison);
+  return absl::OkStatus();
+}
+
+void InferenceEngine::SubmitShadow(const RoutedArm& shadow, const inference::ModelInferRequest& request,
+                                   absl::Time deadline, absl::Time received,
+                                   std::shared_ptr<ShadowComparison> comparison) {
+  auto response = std::make_shared<inference::ModelInferResponse>();
+  InferCall call;
+  call.deadline = deadline;
+  call.done = [response, comparison](absl::Status status) {
+    if (comparison->SetShadow(status, *response)) comparison->Finish();
+  };
+  // Refusals (queue full, a request this model rejects) are recorded in the
+  // shadow's metrics by MakeTask and Schedule, and go no further.
+  absl::StatusOr<std::unique_ptr<BatchTask>> task =
+      MakeTask(*shadow.model, shadow.shadow_metrics->shared_requests(), request, response.get(), std::move(call),
+               received);
+  if (task.ok()) Schedule(*shadow.model, shadow.shadow_metrics->requests(), *std::move(task), received).IgnoreError();
+}
+
+absl::Status InferenceEngine::LoadExperiments(const std::filesystem::path& root, std::vector<absl::Status>* failures) {
+  const size_t before = failures->size();
+  absl::Status s = router_.LoadFile(root, failures);
+  failed_loads_ += failures->size() - before + (s.ok() ? 0 : 1);
+  return s;
 }
 
 bool InferenceEngine::Ready() const {
   if (shutting_down_.load()) return false;
-  if (options_.strict_readiness && failed_models_ > 0) return false;
+  if (options_.strict_readiness && failed_loads_.load() > 0) return false;
   return !repository_->ModelNames().empty();
 }
 
 bool InferenceEngine::ModelReady(absl::string_view name, absl::string_view version) const {
-  return !shutting_down_.load() && repository_->Find(name, version).ok();
+  if (shutting_down_.load()) return false;
+  if (std::shared_ptr<const CompiledExperiment> experiment = router_.Find(name)) {
+    if (!version.empty()) return false;
+    for (const RoutedArm& arm : experiment->serving) {
+      if (!repository_->Find(arm.model->spec().name, arm.model->version_string()).ok()) return false;
+    }
+    return true;
+  }
+  return repository_->Find(name, version).ok();
 }
 
 inference::ServerMetadataResponse InferenceEngine::ServerMetadata() const {
@@ -95,13 +203,22 @@ inference::ServerMetadataResponse InferenceEngine::ServerMetadata() const {
 
 absl::StatusOr<inference::ModelMetadataResponse> InferenceEngine::ModelMetadata(absl::string_view name,
                                                                                 absl::string_view version) const {
-  absl::StatusOr<std::shared_ptr<ModelVersion>> served = repository_->Find(name, version);
+  // An experiment looks like a model whose inputs and outputs are its first
+  // serving arm's (all arms take the same inputs); it has no versions.
+  std::shared_ptr<const CompiledExperiment> experiment = router_.Find(name);
+  if (experiment != nullptr && !version.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment; it has no versions"));
+  }
+  absl::StatusOr<std::shared_ptr<ModelVersion>> served =
+      experiment != nullptr ? experiment->serving.front().model : repository_->Find(name, version);
   if (!served.ok()) return served.status();
   const ModelSpec& spec = (*served)->spec();
   inference::ModelMetadataResponse out;
-  out.set_name(spec.name);
-  out.set_platform("pytorch_libtorch");
-  for (int64_t v : repository_->Versions(name)) out.add_versions(std::to_string(v));
+  out.set_name(experiment != nullptr ? std::string(name) : spec.name);
+  out.set_platform(experiment != nullptr ? "dytserve_experiment" : "pytorch_libtorch");
+  if (experiment == nullptr) {
+    for (int64_t v : repository_->Versions(name)) out.add_versions(std::to_string(v));
+  }
   auto fill = [&spec](const TensorSpec& t, inference::ModelMetadataResponse::TensorMetadata* m) {
     m->set_name(t.name);
     m->set_datatype(std::string(DataTypeName(t.type)));

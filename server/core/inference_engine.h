@@ -13,6 +13,8 @@
 #include "inference/grpc_service.pb.h"
 #include "server/core/infer_task.h"
 #include "server/core/model_repository.h"
+#include "server/core/router.h"
+#include "server/core/shadow.h"
 
 namespace dytserve {
 
@@ -25,7 +27,10 @@ class InferenceEngine {
     bool strict_readiness = true;
   };
 
-  InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository, size_t failed_models);
+  // `metrics` must outlive the engine; the engine's router creates the
+  // metric handles of experiments with it.
+  InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository, size_t failed_models,
+                  ServerMetrics* metrics);
   ~InferenceEngine();
 
   // Validates `request` and queues it. On OK the engine owns the call and
@@ -34,8 +39,18 @@ class InferenceEngine {
   // called, and the caller answers with the returned status:
   // NOT_FOUND (model/version), INVALID_ARGUMENT (request vs config),
   // RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (shutting down).
+  //
+  // A request may name an experiment instead of a model: the router picks an
+  // arm, the response names the arm's model and version and carries the
+  // parameters "experiment" and "arm"; shadow arms get a copy whose outcome
+  // is only measured.
   absl::Status Submit(const inference::ModelInferRequest& request, inference::ModelInferResponse* response,
                       InferCall call);
+
+  // Creates the experiments of <root>/experiments.pbtxt; each that fails is
+  // listed in `failures` and, like a model that failed, keeps a strict
+  // server unready. An unreadable or malformed file is the returned error.
+  absl::Status LoadExperiments(const std::filesystem::path& root, std::vector<absl::Status>* failures);
 
   bool Live() const { return true; }
   bool Ready() const;
@@ -45,6 +60,7 @@ class InferenceEngine {
                                                                  absl::string_view version) const;
 
   const ModelRepository& repository() const { return *repository_; }
+  Router& router() { return router_; }
 
   // New calls get UNAVAILABLE; queued ones are completed with UNAVAILABLE.
   void Shutdown();
@@ -52,7 +68,21 @@ class InferenceEngine {
  private:
   const Options options_;
   std::unique_ptr<ModelRepository> repository_;
-  const size_t failed_models_;
+  absl::StatusOr<std::unique_ptr<BatchTask>> MakeTask(ModelVersion& model, std::shared_ptr<RequestMetrics> metrics,
+                                                       const inference::ModelInferRequest& request,
+                                                       inference::ModelInferResponse* response, InferCall call,
+                                                       absl::Time received);
+  absl::Status Schedule(ModelVersion& model, RequestMetrics& metrics, std::unique_ptr<BatchTask> task,
+                        absl::Time received);
+  absl::Status SubmitToExperiment(const CompiledExperiment& experiment, const inference::ModelInferRequest& request,
+                                  inference::ModelInferResponse* response, InferCall call, absl::Time received);
+  // Queues a copy of `request` on the shadow arm; its outcome goes only to
+  // the shadow's metrics and `comparison`.
+  void SubmitShadow(const RoutedArm& shadow, const inference::ModelInferRequest& request, absl::Time deadline,
+                    absl::Time received, std::shared_ptr<ShadowComparison> comparison);
+
+  std::atomic<size_t> failed_loads_;
+  Router router_;
   std::atomic<bool> shutting_down_{false};
 };
 

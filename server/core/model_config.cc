@@ -9,26 +9,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "google/protobuf/io/tokenizer.h"
-#include "google/protobuf/text_format.h"
+#include "server/core/text_proto.h"
 
 namespace dytserve {
 namespace {
 
 constexpr int kMaxRank = 8;
 constexpr int kMaxBatchSizeLimit = 1 << 16;
-
-class CollectFirstError : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat("line ", line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& first() const { return first_; }
-
- private:
-  std::string first_;
-};
 
 absl::Status FieldError(absl::string_view model, absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("model '", model, "': ", field, ": ", what));
@@ -161,13 +148,8 @@ const TensorSpec* ModelSpec::FindOutput(absl::string_view name) const {
 }
 
 absl::StatusOr<v1::ModelConfig> ParseModelConfig(absl::string_view text, absl::string_view source) {
-  google::protobuf::TextFormat::Parser parser;
-  CollectFirstError errors;
-  parser.RecordErrorsTo(&errors);
   v1::ModelConfig config;
-  if (!parser.ParseFromString(std::string(text), &config)) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", errors.first()));
-  }
+  if (absl::Status s = ParseTextProto(text, source, &config); !s.ok()) return s;
   return config;
 }
 

@@ -41,6 +41,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* ctx,
                                                        const inference::ModelReadyRequest* req,
                                                        inference::ModelReadyResponse* resp) {
+  if (absl::Status s = auth_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
   resp->set_ready(engine_->ModelReady(req->name(), req->version()));
   return FinishNow(ctx, absl::OkStatus());
 }
@@ -48,6 +49,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InferenceService::ServerMetadata(grpc::CallbackServerContext* ctx,
                                                            const inference::ServerMetadataRequest*,
                                                            inference::ServerMetadataResponse* resp) {
+  if (absl::Status s = auth_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
   *resp = engine_->ServerMetadata();
   return FinishNow(ctx, absl::OkStatus());
 }
@@ -55,6 +57,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(grpc::CallbackServerC
 grpc::ServerUnaryReactor* InferenceService::ModelMetadata(grpc::CallbackServerContext* ctx,
                                                           const inference::ModelMetadataRequest* req,
                                                           inference::ModelMetadataResponse* resp) {
+  if (absl::Status s = auth_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
   absl::StatusOr<inference::ModelMetadataResponse> metadata = engine_->ModelMetadata(req->name(), req->version());
   if (metadata.ok()) *resp = *std::move(metadata);
   return FinishNow(ctx, metadata.status());
@@ -63,9 +66,14 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* ctx,
                                                        const inference::ModelInferRequest* req,
                                                        inference::ModelInferResponse* resp) {
+  if (absl::Status s = auth_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   InferCall call;
   call.deadline = DeadlineOf(*ctx);
+  const auto& metadata = ctx->client_metadata();
+  if (auto it = metadata.find("x-routing-key"); it != metadata.end()) {
+    call.routing_key.assign(it->second.data(), it->second.size());
+  }
   call.is_cancelled = [ctx] { return ctx->IsCancelled(); };
   call.done = [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); };
   absl::Status submitted = engine_->Submit(*req, resp, std::move(call));

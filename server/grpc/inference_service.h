@@ -6,13 +6,15 @@
 
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/core/inference_engine.h"
+#include "server/grpc/auth.h"
 
 namespace dytserve {
 
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  // `engine` is not owned and must outlive the service.
-  explicit InferenceService(InferenceEngine* engine) : engine_(engine) {}
+  // Neither is owned; both must outlive the service. `auth` guards every
+  // call but ServerLive and ServerReady, which probes make without a token.
+  InferenceService(InferenceEngine* engine, const TokenAuth* auth) : engine_(engine), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* ctx, const inference::ServerLiveRequest* req,
                                        inference::ServerLiveResponse* resp) override;
@@ -31,6 +33,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
 
  private:
   InferenceEngine* const engine_;
+  const TokenAuth* const auth_;
 };
 
 }  // namespace dytserve

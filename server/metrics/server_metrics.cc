@@ -12,11 +12,32 @@ std::string CodeLabel(absl::StatusCode code) {
 
 }  // namespace
 
-void ModelMetrics::RecordRequest(absl::StatusCode code, double total_seconds) {
+void RequestMetrics::RecordRequest(absl::StatusCode code, double total_seconds) {
   if (!recording_) return;
   const auto index = static_cast<size_t>(code);
   if (index < requests_by_code_.size()) requests_by_code_[index]->Increment();
   request_seconds_->Observe(total_seconds);
+}
+
+int ShadowMetrics::OutputIndex(const std::string& output) const {
+  for (size_t i = 0; i < outputs_.size(); ++i) {
+    if (outputs_[i] == output) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void ShadowMetrics::RecordDifference(int output, double max_abs_difference) {
+  if (recording_ && output >= 0) max_abs_difference_[output]->Observe(max_abs_difference);
+}
+
+void ShadowMetrics::RecordTop1(int output, int64_t agreeing, int64_t compared) {
+  if (!recording_ || output < 0) return;
+  top1_agreements_[output]->Increment(static_cast<double>(agreeing));
+  top1_comparisons_[output]->Increment(static_cast<double>(compared));
+}
+
+void ShadowMetrics::RecordMismatch(int output) {
+  if (recording_ && output >= 0) mismatches_[output]->Increment();
 }
 
 void ModelMetrics::RecordBatch(int instance, int64_t rows, double compute_seconds) {
@@ -43,7 +64,8 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
       registry_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter()
                     .Name("dytserve_requests_total")
-                    .Help("Inference requests answered, by model, version and gRPC status code.")
+                    .Help("Inference requests answered, by model, version, experiment, arm and gRPC status code; experiment "
+                          "and arm are empty on calls that name a model directly.")
                     .Register(*registry_)),
       request_seconds_(prometheus::BuildHistogram()
                            .Name("dytserve_request_duration_seconds")
@@ -101,7 +123,40 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
       folded_dyt_(prometheus::BuildGauge()
                       .Name("dytserve_model_folded_dyt_affine")
                       .Help("Fused DyTs whose weight and bias were folded into the Linear layers they feed.")
-                      .Register(*registry_)) {
+                      .Register(*registry_)),
+      shadow_requests_(prometheus::BuildCounter()
+                           .Name("dytserve_shadow_requests_total")
+                           .Help("Copies of experiment requests sent to a shadow arm, by outcome; never seen by "
+                                 "clients, so kept out of dytserve_requests_total.")
+                           .Register(*registry_)),
+      shadow_request_seconds_(prometheus::BuildHistogram()
+                                  .Name("dytserve_shadow_request_duration_seconds")
+                                  .Help("Time from receiving the request to the shadow arm's answer.")
+                                  .Register(*registry_)),
+      shadow_difference_(prometheus::BuildHistogram()
+                             .Name("dytserve_shadow_max_abs_difference")
+                             .Help("Largest absolute difference between a shadow's output and the serving "
+                                   "arm's, one observation per compared request and output.")
+                             .Register(*registry_)),
+      shadow_top1_agreements_(prometheus::BuildCounter()
+                                  .Name("dytserve_shadow_top1_agreements_total")
+                                  .Help("Rows (positions, for sequence outputs) where the shadow's arg-max over "
+                                        "the last dim equals the serving arm's.")
+                                  .Register(*registry_)),
+      shadow_top1_comparisons_(prometheus::BuildCounter()
+                                   .Name("dytserve_shadow_top1_comparisons_total")
+                                   .Help("Rows (positions) whose arg-max was compared between shadow and "
+                                         "serving arm.")
+                                   .Register(*registry_)),
+      shadow_mismatches_(prometheus::BuildCounter()
+                             .Name("dytserve_shadow_output_mismatches_total")
+                             .Help("Shadow outputs that could not be compared with the serving arm's: missing, "
+                                   "another datatype or another shape.")
+                             .Register(*registry_)),
+      auth_refusals_(prometheus::BuildCounter()
+                         .Name("dytserve_auth_refusals_total")
+                         .Help("Calls refused by a token check, by gRPC service and code.")
+                         .Register(*registry_)) {
   prometheus::BuildGauge()
       .Name("dytserve_build_info")
       .Help("Build facts of this server; the value is always 1.")
@@ -115,13 +170,7 @@ std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, 
   const prometheus::Labels labels = {{"model", model}, {"version", version}};
   auto m = std::make_shared<ModelMetrics>();
   m->recording_ = options_.record;
-  for (size_t code = 0; code < m->requests_by_code_.size(); ++code) {
-    prometheus::Labels with_code = labels;
-    with_code["code"] = CodeLabel(static_cast<absl::StatusCode>(code));
-    m->requests_by_code_[code] = &requests_.Add(with_code);
-  }
-  m->request_seconds_ = &request_seconds_.Add(labels, options_.latency_buckets_seconds);
-  m->queue_seconds_ = &queue_seconds_.Add(labels, options_.latency_buckets_seconds);
+  m->direct_ = ForArm(model, version, "", "");
   m->compute_seconds_ = &compute_seconds_.Add(labels, options_.latency_buckets_seconds);
   m->batch_size_ = &batch_size_.Add(labels, options_.batch_size_buckets);
   m->inferences_ = &inferences_.Add(labels);
@@ -136,6 +185,49 @@ std::shared_ptr<ModelMetrics> ServerMetrics::ForModel(const std::string& model, 
   m->in_flight_ = &in_flight_.Add(labels);
   m->queue_depth_ = &queue_depth_.Add(labels);
   return m;
+}
+
+std::shared_ptr<RequestMetrics> ServerMetrics::MakeRequestMetrics(
+    const prometheus::Labels& labels, prometheus::Family<prometheus::Counter>& requests,
+    prometheus::Family<prometheus::Histogram>& seconds, prometheus::Family<prometheus::Histogram>* queue) {
+  auto r = std::make_shared<RequestMetrics>();
+  r->recording_ = options_.record;
+  for (size_t code = 0; code < r->requests_by_code_.size(); ++code) {
+    prometheus::Labels with_code = labels;
+    with_code["code"] = CodeLabel(static_cast<absl::StatusCode>(code));
+    r->requests_by_code_[code] = &requests.Add(with_code);
+  }
+  r->request_seconds_ = &seconds.Add(labels, options_.latency_buckets_seconds);
+  if (queue != nullptr) r->queue_seconds_ = &queue->Add(labels, options_.latency_buckets_seconds);
+  return r;
+}
+
+std::shared_ptr<RequestMetrics> ServerMetrics::ForArm(const std::string& model, const std::string& version,
+                                                      const std::string& experiment, const std::string& arm) {
+  const prometheus::Labels labels = {
+      {"model", model}, {"version", version}, {"experiment", experiment}, {"arm", arm}};
+  return MakeRequestMetrics(labels, requests_, request_seconds_, &queue_seconds_);
+}
+
+std::shared_ptr<ShadowMetrics> ServerMetrics::ForShadow(const std::string& model, const std::string& version,
+                                                        const std::string& experiment, const std::string& arm,
+                                                        const std::vector<std::string>& outputs) {
+  const prometheus::Labels labels = {
+      {"model", model}, {"version", version}, {"experiment", experiment}, {"arm", arm}};
+  auto s = std::make_shared<ShadowMetrics>();
+  s->recording_ = options_.record;
+  s->requests_ = MakeRequestMetrics(labels, shadow_requests_, shadow_request_seconds_, nullptr);
+  s->outputs_ = outputs;
+  // Differences span float rounding (1e-7) to disagreement (>1).
+  static const std::vector<double> kDifferenceBuckets = {1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1, 10, 100};
+  for (const std::string& output : outputs) {
+    const prometheus::Labels with_output = {{"experiment", experiment}, {"arm", arm}, {"output", output}};
+    s->max_abs_difference_.push_back(&shadow_difference_.Add(with_output, kDifferenceBuckets));
+    s->top1_agreements_.push_back(&shadow_top1_agreements_.Add(with_output));
+    s->top1_comparisons_.push_back(&shadow_top1_comparisons_.Add(with_output));
+    s->mismatches_.push_back(&shadow_mismatches_.Add(with_output));
+  }
+  return s;
 }
 
 void ServerMetrics::SetWeightBytes(const std::string& model, const std::string& version, int instance,

@@ -28,14 +28,30 @@ struct MetricsOptions {
   bool record = true;
 };
 
+// Handles of the per-request series of one (model, version, experiment,
+// arm); experiment and arm are empty for calls that name the model itself.
+// Methods are thread-safe.
+class RequestMetrics {
+ public:
+  void RecordRequest(absl::StatusCode code, double total_seconds);
+  void RecordQueue(double seconds) {
+    if (recording_ && queue_seconds_ != nullptr) queue_seconds_->Observe(seconds);
+  }
+
+ private:
+  friend class ServerMetrics;
+  bool recording_ = true;
+  std::array<prometheus::Counter*, 17> requests_by_code_{};
+  prometheus::Histogram* request_seconds_ = nullptr;
+  prometheus::Histogram* queue_seconds_ = nullptr;  // null for shadow traffic
+};
+
 // Handles for one (model, version). Methods are thread-safe.
 class ModelMetrics {
  public:
   bool recording() const { return recording_; }
-  void RecordRequest(absl::StatusCode code, double total_seconds);
-  void RecordQueue(double seconds) {
-    if (recording_) queue_seconds_->Observe(seconds);
-  }
+  // The series of calls that name this model directly (no experiment).
+  const std::shared_ptr<RequestMetrics>& direct() const { return direct_; }
   void RecordBatch(int instance, int64_t rows, double compute_seconds);
   // Keeps the largest batch's memory seen so far for this instance.
   void RecordPeakBytes(int instance, double bytes);
@@ -49,9 +65,7 @@ class ModelMetrics {
  private:
   friend class ServerMetrics;
   bool recording_ = true;
-  std::array<prometheus::Counter*, 17> requests_by_code_{};
-  prometheus::Histogram* request_seconds_ = nullptr;
-  prometheus::Histogram* queue_seconds_ = nullptr;
+  std::shared_ptr<RequestMetrics> direct_;
   prometheus::Histogram* compute_seconds_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;
   prometheus::Counter* inferences_ = nullptr;
@@ -60,6 +74,30 @@ class ModelMetrics {
   std::vector<prometheus::Gauge*> instance_peak_bytes_;
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
+};
+
+// Handles of one shadow arm: its own outcomes and latency (kept apart from
+// the client-facing request series, since no client sees them) and the
+// comparison of its outputs with the serving arm's, one child per output.
+class ShadowMetrics {
+ public:
+  RequestMetrics& requests() { return *requests_; }
+  const std::shared_ptr<RequestMetrics>& shared_requests() const { return requests_; }
+  // Index of `output` among the names given at creation; -1 when unknown.
+  int OutputIndex(const std::string& output) const;
+  void RecordDifference(int output, double max_abs_difference);
+  void RecordTop1(int output, int64_t agreeing, int64_t compared);
+  void RecordMismatch(int output);
+
+ private:
+  friend class ServerMetrics;
+  bool recording_ = true;
+  std::shared_ptr<RequestMetrics> requests_;
+  std::vector<std::string> outputs_;
+  std::vector<prometheus::Histogram*> max_abs_difference_;
+  std::vector<prometheus::Counter*> top1_agreements_;
+  std::vector<prometheus::Counter*> top1_comparisons_;
+  std::vector<prometheus::Counter*> mismatches_;
 };
 
 class ServerMetrics {
@@ -79,6 +117,16 @@ class ServerMetrics {
   // pair returns handles to the same series.
   std::shared_ptr<ModelMetrics> ForModel(const std::string& model, const std::string& version,
                                          const std::vector<std::string>& devices);
+  // The request series of an experiment's arm served by (model, version).
+  std::shared_ptr<RequestMetrics> ForArm(const std::string& model, const std::string& version,
+                                         const std::string& experiment, const std::string& arm);
+  std::shared_ptr<ShadowMetrics> ForShadow(const std::string& model, const std::string& version,
+                                           const std::string& experiment, const std::string& arm,
+                                           const std::vector<std::string>& outputs);
+  // The counter of calls to `service` refused by its token check with `code`.
+  prometheus::Counter& AuthRefusals(const std::string& service, const std::string& code) {
+    return auth_refusals_.Add({{"service", service}, {"code", code}});
+  }
   void SetWeightBytes(const std::string& model, const std::string& version, int instance,
                       const std::string& device, double bytes);
   void SetLoadSeconds(const std::string& model, const std::string& version, double seconds);
@@ -102,6 +150,18 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& load_seconds_;
   prometheus::Family<prometheus::Gauge>& fused_dyt_;
   prometheus::Family<prometheus::Gauge>& folded_dyt_;
+  prometheus::Family<prometheus::Counter>& shadow_requests_;
+  prometheus::Family<prometheus::Histogram>& shadow_request_seconds_;
+  prometheus::Family<prometheus::Histogram>& shadow_difference_;
+  prometheus::Family<prometheus::Counter>& shadow_top1_agreements_;
+  prometheus::Family<prometheus::Counter>& shadow_top1_comparisons_;
+  prometheus::Family<prometheus::Counter>& shadow_mismatches_;
+  prometheus::Family<prometheus::Counter>& auth_refusals_;
+
+  std::shared_ptr<RequestMetrics> MakeRequestMetrics(const prometheus::Labels& labels,
+                                                     prometheus::Family<prometheus::Counter>& requests,
+                                                     prometheus::Family<prometheus::Histogram>& seconds,
+                                                     prometheus::Family<prometheus::Histogram>* queue);
 };
 
 }  // namespace dytserve

@@ -40,6 +40,7 @@ DEFAULT_VARS = {
     "job": "dytserve",
     "instance": ".+",
     "model": "vit_ln|vit_dyt|llama_rms|llama_dyt",
+    "experiment": "vit|llama",
 }
 DATASOURCE_REFS = {"${datasource}", "$datasource"}
 VAR_RE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)\]\]")

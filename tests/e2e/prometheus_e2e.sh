@@ -201,11 +201,14 @@ load_loop() {  # load_loop MODEL MAX_ROWS ARGS...   (runs in a background subshe
   done
   echo "  load $model: $n requests, $ok ok, $bad failed"
 }
-log "driving load for ${LOAD_SECONDS}s on vit_ln vit_dyt llama_rms llama_dyt"
+log "driving load for ${LOAD_SECONDS}s on vit_ln vit_dyt llama_rms llama_dyt and the experiments vit and llama"
 load_loop vit_ln 64 >"$TMP/load.vit_ln" & LOAD_PIDS+=($!)
 load_loop vit_dyt 64 >"$TMP/load.vit_dyt" & LOAD_PIDS+=($!)
 load_loop llama_rms 16 --seq_len 16 --int_high 256 >"$TMP/load.llama_rms" & LOAD_PIDS+=($!)
 load_loop llama_dyt 16 --seq_len 16 --int_high 256 >"$TMP/load.llama_dyt" & LOAD_PIDS+=($!)
+# The default repository's experiments: per-arm and shadow panels need data.
+load_loop vit 64 >"$TMP/load.vit" & LOAD_PIDS+=($!)
+load_loop llama 16 --seq_len 16 --int_high 256 >"$TMP/load.llama" & LOAD_PIDS+=($!)
 for pid in "${LOAD_PIDS[@]}"; do wait "$pid"; done
 LOAD_PIDS=()
 cat "$TMP"/load.*

@@ -98,7 +98,7 @@ TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
     const std::string labels = absl::StrCat("{model=\"", model, "\",version=\"1\"}");
     executions += Metric(*after, "dytserve_batch_executions_total" + labels) -
                   Metric(*before, "dytserve_batch_executions_total" + labels);
-    const std::string ok = absl::StrCat("dytserve_requests_total{code=\"OK\",model=\"", model, "\",version=\"1\"}");
+    const std::string ok = absl::StrCat("dytserve_requests_total{arm=\"\",code=\"OK\",experiment=\"\",model=\"", model, "\",version=\"1\"}");
     served += Metric(*after, ok) - Metric(*before, ok);
   }
   EXPECT_EQ(served, static_cast<double>(requests.size()));

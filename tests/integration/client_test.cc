@@ -48,7 +48,7 @@ class ClientTest : public ::testing::Test {
   static double OkCount(const ServerProcess& server) {
     absl::StatusOr<std::string> body = testing::HttpGet(server.metrics_address(), "/metrics");
     if (!body.ok()) return -1;
-    const std::string prefix = "dytserve_requests_total{code=\"OK\",model=\"vit_ln\",version=\"1\"} ";
+    const std::string prefix = "dytserve_requests_total{arm=\"\",code=\"OK\",experiment=\"\",model=\"vit_ln\",version=\"1\"} ";
     const size_t at = body->find(prefix);
     return at == std::string::npos ? -1 : std::stod(body->substr(at + prefix.size()));
   }

@@ -339,7 +339,7 @@ TEST_F(ServerTest, MetricsCountServedRequests) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(client_->Infer("vit_ln", Inputs("vit_ln", 1, 1, i)).ok());
   absl::StatusOr<std::string> body = testing::HttpGet(server_->metrics_address(), "/metrics");
   ASSERT_TRUE(body.ok()) << body.status();
-  const std::string prefix = "dytserve_requests_total{code=\"OK\",model=\"vit_ln\",version=\"1\"} ";
+  const std::string prefix = "dytserve_requests_total{arm=\"\",code=\"OK\",experiment=\"\",model=\"vit_ln\",version=\"1\"} ";
   const size_t at = body->find(prefix);
   ASSERT_NE(at, std::string::npos) << *body;
   EXPECT_GE(std::stod(body->substr(at + prefix.size())), 3);

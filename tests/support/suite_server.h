@@ -3,6 +3,7 @@
 // failure is not ASSERTed in SetUpTestSuite, where GoogleTest would report
 // the tests SKIPPED (CTest counts those as skipped, not failed): each test's
 // SetUp fails instead. Needs DYTSERVE_SERVER_BIN and DYTSERVE_TEST_REPO.
+// A fixture that needs other flags defines its own static ServerArgs().
 #ifndef DYTSERVE_TESTS_SUPPORT_SUITE_SERVER_H_
 #define DYTSERVE_TESTS_SUPPORT_SUITE_SERVER_H_
 
@@ -10,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -22,8 +24,7 @@ template <typename Fixture>
 class SuiteServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO)});
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(DYTSERVE_SERVER_BIN, Fixture::ServerArgs());
     if (server.ok()) {
       server_ = server->release();
     } else {
@@ -37,6 +38,7 @@ class SuiteServerTest : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
+  static std::vector<std::string> ServerArgs() { return {absl::StrCat("--model_repository=", DYTSERVE_TEST_REPO)}; }
   void SetUp() override {
     if (start_error_ != nullptr) FAIL() << "the server did not start: " << *start_error_;
   }

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "dytserve/experiment.h"
 #include "dytserve/tensor.h"
 
 namespace inference {
@@ -43,7 +44,10 @@ struct InferOptions {
   std::string model_version;         // empty: the server's choice
   std::vector<std::string> outputs;  // empty: every output
   std::string request_id;
-  std::map<std::string, std::string> parameters;  // string request parameters
+  // String request parameters; "routing_key" makes experiment routing sticky.
+  std::map<std::string, std::string> parameters;
+  // Extra gRPC metadata (lower-case keys), e.g. "x-routing-key".
+  std::map<std::string, std::string> metadata;
   // Server-side time budget, sent as the int64 parameter "timeout_us"; it can
   // only shorten the model's default_timeout_us. 0: not sent.
   int64_t timeout_us = 0;
@@ -103,13 +107,24 @@ class Client {
   // grpc.health.v1 Check; `service` "" is the whole server, else a model name.
   absl::StatusOr<HealthStatus> Health(absl::string_view service = "");
 
+  // dytserve.v1.Control; the server checks the bearer token when it runs
+  // with --admin_token_file.
+  absl::StatusOr<Experiment> CreateExperiment(const Experiment& experiment);
+  // Replaces the experiment's arms as a whole.
+  absl::StatusOr<Experiment> UpdateExperiment(const Experiment& experiment);
+  absl::StatusOr<Experiment> GetExperiment(absl::string_view name);
+  absl::StatusOr<std::vector<Experiment>> ListExperiments();
+  absl::Status DeleteExperiment(absl::string_view name);
+
   // Builds the wire request Infer would send; exposed for tools that need the
   // protocol message itself (load generators, tests).
   static void BuildRequest(absl::string_view model, const std::vector<Tensor>& inputs, const InferOptions& options,
                            inference::ModelInferRequest* request);
 
- private:
+  // The library's own state (src/client_impl.h); opaque to users.
   struct Impl;
+
+ private:
   explicit Client(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -1,0 +1,90 @@
+// `dytserve-cli experiment report`: per-arm figures of one experiment from a
+// scrape of the server's /metrics, and each arm against a baseline arm with
+// 95% confidence intervals, so "DyT is faster" is a claim with error bars.
+//
+// Everything comes from cumulative counters and histograms, so a report
+// covers the server's life (or, with --since, the change between scrapes).
+#ifndef DYTSERVE_CLIENT_CLI_EXPERIMENT_REPORT_H_
+#define DYTSERVE_CLIENT_CLI_EXPERIMENT_REPORT_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace dytserve::cli {
+
+// One histogram: cumulative counts per upper bound (+Inf last), sum, count.
+struct Histogram {
+  std::map<double, double> cumulative;
+  double sum = 0;
+  double count = 0;
+
+  // histogram_quantile's estimate: linear within the bucket; NaN when empty.
+  double Quantile(double q) const;
+  double Mean() const { return count > 0 ? sum / count : 0; }
+  // Estimated from bucket midpoints (the +Inf bucket at the last bound).
+  double Variance() const;
+};
+
+struct ArmFigures {
+  std::string arm;
+  std::string model;  // "name:version" of what served it
+  double requests = 0;
+  double errors = 0;  // every code but OK
+  Histogram latency;
+};
+
+struct Interval {
+  double estimate = 0;
+  double low = 0;
+  double high = 0;
+  bool significant() const { return low > 0 || high < 0; }
+};
+
+struct ArmComparison {
+  std::string arm;
+  Interval mean_latency_s;  // arm minus baseline
+  Interval error_ratio;     // arm minus baseline
+  std::string verdict;
+};
+
+struct ShadowFigures {
+  std::string arm;
+  std::string model;
+  double requests = 0;
+  double errors = 0;
+  Histogram latency;
+  // Per output: compared requests, top-1 agreement and max-abs-difference.
+  struct Output {
+    std::string name;
+    double top1_agreeing = 0;
+    double top1_compared = 0;
+    double mismatches = 0;
+    Histogram max_abs_difference;
+  };
+  std::vector<Output> outputs;
+};
+
+struct ExperimentReport {
+  std::string experiment;
+  std::string baseline;
+  std::vector<ArmFigures> arms;  // baseline first
+  std::vector<ArmComparison> comparisons;
+  std::vector<ShadowFigures> shadows;
+};
+
+// Builds the report of `experiment` from `scrape` minus `before` (empty:
+// since start). `baseline` empty: `arm_order`'s first arm seen in the scrape,
+// else the alphabetically first. NOT_FOUND when no series names the experiment.
+absl::StatusOr<ExperimentReport> BuildExperimentReport(const std::string& scrape, const std::string& before,
+                                                       const std::string& experiment, const std::string& baseline,
+                                                       const std::vector<std::string>& arm_order);
+
+std::string ReportText(const ExperimentReport& report);
+std::string ReportJson(const ExperimentReport& report);
+
+}  // namespace dytserve::cli
+
+#endif  // DYTSERVE_CLIENT_CLI_EXPERIMENT_REPORT_H_

@@ -1,0 +1,101 @@
+// Client's dytserve.v1.Control calls. Changes go to every endpoint in turn,
+// so replicas behind one client agree on their experiments; reads ask the
+// first endpoint.
+#include "absl/strings/str_cat.h"
+#include "dytserve/client.h"
+#include "src/client_impl.h"
+
+namespace dytserve {
+namespace {
+
+void ToProto(const Experiment& e, v1::Experiment* out) {
+  out->set_name(e.name);
+  for (const ExperimentArm& arm : e.arms) {
+    v1::Arm* a = out->add_arms();
+    a->set_name(arm.name);
+    a->set_model(arm.model);
+    a->set_version(arm.version);
+    a->set_weight(arm.weight);
+    a->set_shadow(arm.shadow);
+    a->set_shadow_fraction(arm.shadow_fraction);
+  }
+}
+
+Experiment FromProto(const v1::Experiment& e) {
+  Experiment out{e.name(), {}};
+  for (const v1::Arm& a : e.arms()) {
+    out.arms.push_back({a.name(), a.model(), a.version(), a.weight(), a.shadow(), a.shadow_fraction()});
+  }
+  return out;
+}
+
+// Runs `call` on every control stub; the first failure, naming its endpoint
+// when there are several, is returned.
+template <typename Call>
+absl::Status OnEvery(Client::Impl& impl, Call call) {
+  for (size_t i = 0; i < impl.control.size(); ++i) {
+    grpc::ClientContext ctx;
+    impl.Prepare(&ctx, absl::ZeroDuration());
+    absl::Status s = FromGrpc(call(*impl.control[i], &ctx));
+    if (!s.ok()) {
+      if (impl.control.size() == 1) return s;
+      return absl::Status(s.code(), absl::StrCat(impl.options.endpoints[i], ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Experiment> Client::CreateExperiment(const Experiment& experiment) {
+  v1::CreateExperimentRequest req;
+  ToProto(experiment, req.mutable_experiment());
+  v1::Experiment resp;
+  absl::Status s = OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
+    return stub.CreateExperiment(ctx, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return FromProto(resp);
+}
+
+absl::StatusOr<Experiment> Client::UpdateExperiment(const Experiment& experiment) {
+  v1::UpdateExperimentRequest req;
+  ToProto(experiment, req.mutable_experiment());
+  v1::Experiment resp;
+  absl::Status s = OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
+    return stub.UpdateExperiment(ctx, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return FromProto(resp);
+}
+
+absl::Status Client::DeleteExperiment(absl::string_view name) {
+  v1::DeleteExperimentRequest req;
+  req.set_name(std::string(name));
+  v1::DeleteExperimentResponse resp;
+  return OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
+    return stub.DeleteExperiment(ctx, req, &resp);
+  });
+}
+
+absl::StatusOr<Experiment> Client::GetExperiment(absl::string_view name) {
+  v1::GetExperimentRequest req;
+  req.set_name(std::string(name));
+  v1::Experiment resp;
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  if (absl::Status s = FromGrpc(impl_->control.front()->GetExperiment(&ctx, req, &resp)); !s.ok()) return s;
+  return FromProto(resp);
+}
+
+absl::StatusOr<std::vector<Experiment>> Client::ListExperiments() {
+  v1::ExperimentList resp;
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  if (absl::Status s = FromGrpc(impl_->control.front()->ListExperiments(&ctx, {}, &resp)); !s.ok()) return s;
+  std::vector<Experiment> out;
+  for (const v1::Experiment& e : resp.experiments()) out.push_back(FromProto(e));
+  return out;
+}
+
+}  // namespace dytserve

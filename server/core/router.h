@@ -1,0 +1,84 @@
+// A/B experiments: an experiment's name is called like a model and the Router
+// picks which of its arms (a model version) serves each request.
+//
+// Experiments are compiled once (models resolved, metric handles created)
+// into immutable snapshots; a change swaps the snapshot, so a request routed
+// before the swap finishes on its arm, one routed after sees the change, and
+// no request ever sees half of one.
+#ifndef DYTSERVE_SERVER_CORE_ROUTER_H_
+#define DYTSERVE_SERVER_CORE_ROUTER_H_
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "dytserve/v1/control.pb.h"
+#include "server/core/model_repository.h"
+#include "server/core/routing.h"
+#include "server/metrics/server_metrics.h"
+
+namespace dytserve {
+
+struct RoutedArm {
+  std::string name;
+  std::shared_ptr<ModelVersion> model;
+  double shadow_fraction = 0;                     // shadow arms only
+  std::shared_ptr<RequestMetrics> metrics;        // serving arms
+  std::shared_ptr<ShadowMetrics> shadow_metrics;  // shadow arms
+};
+
+struct CompiledExperiment {
+  v1::Experiment config;
+  std::vector<RoutedArm> serving;   // parallel to `weights`
+  std::vector<WeightedArm> weights;
+  uint64_t total_weight = 0;
+  std::vector<RoutedArm> shadows;
+
+  // `routing_key` empty: weighted random; else sticky.
+  const RoutedArm& Pick(absl::string_view routing_key) const;
+};
+
+// Checks what can be checked without the repository: names, weights,
+// fractions. INVALID_ARGUMENT naming the experiment, the arm and the field.
+absl::Status ValidateExperiment(const v1::Experiment& experiment);
+
+class Router {
+ public:
+  // Both must outlive the router.
+  Router(const ModelRepository* repository, ServerMetrics* metrics);
+
+  // Reads <root>/experiments.pbtxt when it exists. A file that does not parse
+  // is an error; otherwise each experiment that fails to compile is listed in
+  // `failures` (naming it) and the others are created.
+  absl::Status LoadFile(const std::filesystem::path& root, std::vector<absl::Status>* failures);
+
+  absl::StatusOr<v1::Experiment> Create(const v1::Experiment& experiment);
+  absl::StatusOr<v1::Experiment> Update(const v1::Experiment& experiment);
+  absl::Status Delete(absl::string_view name);
+  absl::StatusOr<v1::Experiment> Get(absl::string_view name) const;
+  v1::ExperimentList List() const;
+
+  // The current snapshot of experiment `name`; nullptr when there is none.
+  std::shared_ptr<const CompiledExperiment> Find(absl::string_view name) const;
+
+ private:
+  absl::StatusOr<std::shared_ptr<const CompiledExperiment>> Compile(const v1::Experiment& experiment) const;
+
+  const ModelRepository* const repository_;
+  ServerMetrics* const metrics_;
+  // Held across validate-and-swap so that two control calls cannot both
+  // pass the "name is free" check; routing only takes mu_.
+  absl::Mutex write_mu_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<const CompiledExperiment>, std::less<>> experiments_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dytserve
+
+#endif  // DYTSERVE_SERVER_CORE_ROUTER_H_

@@ -1,0 +1,100 @@
+#include "cli/experiment_report.h"
+
+#include <cmath>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace dytserve::cli {
+namespace {
+
+// The series a server exposes for one arm: `ok` and `errors` requests whose
+// latencies all fall in the bucket (lo, hi].
+std::string ArmSeries(const std::string& experiment, const std::string& arm, double ok, double errors, double lo,
+                      double hi) {
+  const std::string labels = absl::StrCat("arm=\"", arm, "\",experiment=\"", experiment,
+                                          "\",model=\"m_", arm, "\",version=\"1\"");
+  const double n = ok + errors;
+  std::string out = absl::StrCat("dytserve_requests_total{", labels, ",code=\"OK\"} ", ok, "\n",
+                                 "dytserve_requests_total{", labels, ",code=\"INTERNAL\"} ", errors, "\n");
+  for (double le : {0.001, 0.002, 0.005, 0.01}) {
+    absl::StrAppend(&out, "dytserve_request_duration_seconds_bucket{", labels, ",le=\"", le, "\"} ",
+                    le >= hi ? n : (le <= lo ? 0 : n / 2), "\n");
+  }
+  absl::StrAppend(&out, "dytserve_request_duration_seconds_bucket{", labels, ",le=\"+Inf\"} ", n, "\n",
+                  "dytserve_request_duration_seconds_sum{", labels, "} ", n * (lo + hi) / 2, "\n",
+                  "dytserve_request_duration_seconds_count{", labels, "} ", n, "\n");
+  return out;
+}
+
+TEST(ExperimentReport, QuantilesInterpolateLikePrometheus) {
+  Histogram h;
+  h.cumulative = {{0.001, 0}, {0.002, 100}, {INFINITY, 100}};
+  h.count = 100;
+  h.sum = 0.15;
+  EXPECT_NEAR(h.Quantile(0.5), 0.0015, 1e-12);
+  EXPECT_NEAR(h.Quantile(0.99), 0.00199, 1e-12);
+  EXPECT_NEAR(h.Mean(), 0.0015, 1e-12);
+  EXPECT_TRUE(std::isnan(Histogram{}.Quantile(0.5)));
+}
+
+TEST(ExperimentReport, ASlowerArmIsSignificantlySlower) {
+  const std::string scrape = "# HELP x\n" + ArmSeries("vit", "ln", 1000, 0, 0.001, 0.002) +
+                             ArmSeries("vit", "dyt", 1000, 0, 0.005, 0.01) +
+                             ArmSeries("other", "ln", 5, 0, 0.001, 0.002);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(scrape, "", "vit", "", {"ln", "dyt"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->baseline, "ln");
+  ASSERT_EQ(r->arms.size(), 2u);
+  EXPECT_EQ(r->arms[0].requests, 1000);  // the other experiment's ln is not counted
+  EXPECT_EQ(r->arms[1].model, "m_dyt:1");
+  ASSERT_EQ(r->comparisons.size(), 1u);
+  EXPECT_GT(r->comparisons[0].mean_latency_s.low, 0);
+  EXPECT_TRUE(absl::StrContains(r->comparisons[0].verdict, "slower")) << r->comparisons[0].verdict;
+  EXPECT_TRUE(absl::StrContains(ReportText(*r), "dyt vs ln")) << ReportText(*r);
+}
+
+TEST(ExperimentReport, EqualArmsAreNotSignificantlyDifferent) {
+  const std::string scrape =
+      ArmSeries("vit", "ln", 500, 5, 0.001, 0.002) + ArmSeries("vit", "dyt", 480, 6, 0.001, 0.002);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(scrape, "", "vit", "", {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->baseline, "dyt");  // no order known: alphabetical
+  EXPECT_FALSE(r->comparisons[0].mean_latency_s.significant());
+  EXPECT_FALSE(r->comparisons[0].error_ratio.significant());
+  EXPECT_TRUE(absl::StrContains(r->comparisons[0].verdict, "no significant difference"));
+}
+
+TEST(ExperimentReport, MoreErrorsAreSignificant) {
+  const std::string scrape =
+      ArmSeries("e", "a", 1000, 0, 0.001, 0.002) + ArmSeries("e", "b", 800, 200, 0.001, 0.002);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(scrape, "", "e", "a", {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_GT(r->comparisons[0].error_ratio.low, 0);
+  EXPECT_TRUE(absl::StrContains(r->comparisons[0].verdict, "errors: more"));
+}
+
+TEST(ExperimentReport, AWindowSubtractsTheEarlierScrape) {
+  const std::string before = ArmSeries("e", "a", 100, 0, 0.001, 0.002) + ArmSeries("e", "b", 100, 0, 0.001, 0.002);
+  const std::string after = ArmSeries("e", "a", 300, 0, 0.001, 0.002) + ArmSeries("e", "b", 150, 10, 0.001, 0.002);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(after, before, "e", "a", {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->arms[0].requests, 200);
+  EXPECT_EQ(r->arms[1].requests, 60);
+  EXPECT_EQ(r->arms[1].errors, 10);
+}
+
+TEST(ExperimentReport, UnknownExperimentOrBaselineIsNamed) {
+  const std::string scrape = ArmSeries("e", "a", 10, 0, 0.001, 0.002);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(scrape, "", "nope", "", {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "experiment=\"nope\""));
+  r = BuildExperimentReport(scrape, "", "e", "zz", {});
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "baseline arm 'zz'"));
+}
+
+}  // namespace
+}  // namespace dytserve::cli
