@@ -59,6 +59,9 @@ ABSL_FLAG(std::string, admin_token_file, "",
 ABSL_FLAG(std::string, inference_token_file, "",
           "File holding the bearer token inference calls must send (liveness, readiness and health stay open); "
           "empty: no check");
+ABSL_FLAG(int, max_connection_age_s, 0,
+          "Close client connections after this many seconds (with a grace period for calls in flight), so "
+          "clients re-resolve a headless Service and find new replicas; 0: never");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
 
 namespace dytserve {
@@ -156,6 +159,9 @@ int Run() {
   sigaction(SIGTERM, &action, nullptr);
 
   if (absl::GetFlag(FLAGS_shutdown_grace_s) < 0) return Fail("--shutdown_grace_s must be >= 0");
+  if (absl::GetFlag(FLAGS_max_connection_age_s) < 0 || absl::GetFlag(FLAGS_max_connection_age_s) > 86400 * 365) {
+    return Fail("--max_connection_age_s must be in 0..31536000");
+  }
   const bool cuda = torch::cuda::is_available();
   ServerMetrics metrics(metrics_options, {kVersion, TORCH_VERSION, cuda});
   LogInfo(absl::StrCat("dytserve ", kVersion, ", LibTorch ", TORCH_VERSION, ", CUDA ",
@@ -203,6 +209,10 @@ int Run() {
   builder.AddListeningPort(HostPort(host, grpc_port), *credentials, &bound_port);
   builder.RegisterService(&service);
   builder.RegisterService(&control);
+  if (const int age_s = absl::GetFlag(FLAGS_max_connection_age_s); age_s > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age_s * 1000);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30 * 1000);
+  }
   const int max_bytes = absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024;
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);

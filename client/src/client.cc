@@ -2,6 +2,10 @@
 
 #include "src/client_impl.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
@@ -76,10 +80,70 @@ Client::~Client() {
   while (impl_->async_in_flight.load() > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
 }
 
+namespace {
+
+// gRPC service config: round-robin over the target's addresses, and retries
+// of UNAVAILABLE for the inference service (calls are idempotent; UNAVAILABLE
+// means the replica is gone or draining, so another one should answer).
+std::string ServiceConfig(int max_attempts) {
+  std::string config = R"({"loadBalancingConfig": [{"round_robin": {}}]})";
+  if (max_attempts > 1) {
+    config.pop_back();
+    absl::StrAppend(&config, R"(, "methodConfig": [{"name": [{"service": "inference.GRPCInferenceService"}],)",
+                    R"( "retryPolicy": {"maxAttempts": )", max_attempts,
+                    R"(, "initialBackoff": "0.02s", "maxBackoff": "0.2s", "backoffMultiplier": 2,)",
+                    R"( "retryableStatusCodes": ["UNAVAILABLE"]}}]})");
+  }
+  return config;
+}
+
+// "ipv4:a:1,b:2" (or ipv6:) for several host:port endpoints, so one channel
+// balances over all of them; the single endpoint itself when there is one.
+absl::StatusOr<std::string> BalancedTarget(const std::vector<std::string>& endpoints) {
+  if (endpoints.size() == 1) return endpoints.front();
+  std::string family, addresses;
+  for (const std::string& endpoint : endpoints) {
+    const size_t colon = endpoint.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("endpoint '", endpoint, "' is not host:port"));
+    }
+    std::string host = endpoint.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* info = nullptr;
+    if (getaddrinfo(host.c_str(), nullptr, &hints, &info) != 0 || info == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("endpoint '", endpoint, "': cannot resolve '", host, "'"));
+    }
+    char text[INET6_ADDRSTRLEN] = {};
+    const bool v6 = info->ai_family == AF_INET6;
+    const void* addr = v6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(info->ai_addr)->sin6_addr)
+                          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(info->ai_addr)->sin_addr);
+    inet_ntop(info->ai_family, addr, text, sizeof(text));
+    freeaddrinfo(info);
+    const std::string this_family = v6 ? "ipv6" : "ipv4";
+    if (!family.empty() && family != this_family) {
+      return absl::InvalidArgumentError("endpoints mix IPv4 and IPv6 addresses; one channel takes one family");
+    }
+    family = this_family;
+    absl::StrAppend(&addresses, addresses.empty() ? "" : ",", v6 ? absl::StrCat("[", text, "]") : std::string(text),
+                    endpoint.substr(colon));
+  }
+  return absl::StrCat(family, ":", addresses);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("ClientOptions.endpoints is empty");
   if (options.default_deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ClientOptions.default_deadline must be positive");
+  }
+  if (options.max_attempts < 1 || options.max_attempts > 5) {
+    return absl::InvalidArgumentError("ClientOptions.max_attempts must be in 1..5");
+  }
+  for (const std::string& endpoint : options.endpoints) {
+    if (endpoint.empty()) return absl::InvalidArgumentError("an endpoint is empty");
   }
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.tls) {
@@ -94,13 +158,23 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
+  absl::StatusOr<std::string> target = BalancedTarget(options.endpoints);
+  if (!target.ok()) return target.status();
+  grpc::ChannelArguments balanced_args = args;
+  balanced_args.SetServiceConfigJSON(ServiceConfig(options.max_attempts));
+  if (options.tls && options.endpoints.size() > 1) {
+    // The certificate names the host the user wrote, not the resolved address.
+    const std::string first = options.endpoints.front();
+    balanced_args.SetSslTargetNameOverride(first.substr(0, first.rfind(':')));
+  }
   auto impl = std::make_unique<Impl>();
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(*target, creds, balanced_args);
+  impl->stubs.push_back(inference::GRPCInferenceService::NewStub(channel));
+  impl->health.push_back(grpc::health::v1::Health::NewStub(channel));
+  // Control calls go to each replica on purpose (see control.cc): a channel
+  // of their own per endpoint.
   for (const std::string& endpoint : options.endpoints) {
-    if (endpoint.empty()) return absl::InvalidArgumentError("an endpoint is empty");
-    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(endpoint, creds, args);
-    impl->stubs.push_back(inference::GRPCInferenceService::NewStub(channel));
-    impl->health.push_back(grpc::health::v1::Health::NewStub(channel));
-    impl->control.push_back(v1::Control::NewStub(channel));
+    impl->control.push_back(v1::Control::NewStub(grpc::CreateCustomChannel(endpoint, creds, args)));
   }
   impl->options = std::move(options);
   return std::unique_ptr<Client>(new Client(std::move(impl)));

@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -11,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
 #include "support/server_process.h"
@@ -56,15 +59,78 @@ class ClientTest : public ::testing::Test {
   fs::path dir_;
 };
 
-TEST_F(ClientTest, RequestsGoRoundRobinAcrossEndpoints) {
-  std::unique_ptr<ServerProcess> a = Start(), b = Start();
-  ASSERT_TRUE(a && b);
+// Sends `n` async requests, at most `window` in flight, calling `midway`
+// once half were sent; returns how many failed. State is shared with the
+// callbacks so a late one never touches a finished caller's stack.
+int SendMany(Client& client, int n, int window, const std::function<void()>& midway = {}) {
+  struct State {
+    absl::Mutex mu;
+    int in_flight ABSL_GUARDED_BY(mu) = 0;
+    int failed ABSL_GUARDED_BY(mu) = 0;
+    int window = 0;
+  };
+  auto state = std::make_shared<State>();
+  state->window = window;
+  const std::vector<Tensor> image = {Tensor::From<float>("pixel_values", {1, 1, 8, 8}, std::vector<float>(64, 0.25f))};
+  for (int i = 0; i < n; ++i) {
+    if (i == n / 2 && midway) midway();
+    {
+      absl::MutexLock lock(&state->mu);
+      state->mu.Await(absl::Condition(
+          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->in_flight < s->window; }, state.get()));
+      ++state->in_flight;
+    }
+    client.InferAsync("vit_ln", image, {}, [state](absl::StatusOr<InferResult> r) {
+      absl::MutexLock lock(&state->mu);
+      --state->in_flight;
+      if (!r.ok()) ++state->failed;
+    });
+  }
+  absl::MutexLock lock(&state->mu);
+  state->mu.Await(absl::Condition(
+      +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->in_flight == 0; }, state.get()));
+  return state->failed;
+}
+
+TEST_F(ClientTest, RoundRobinSpreadsEvenlyOverThreeReplicas) {
+  std::unique_ptr<ServerProcess> servers[3] = {Start(), Start(), Start()};
+  ASSERT_TRUE(servers[0] && servers[1] && servers[2]);
   ClientOptions options;
-  options.endpoints = {a->grpc_address(), b->grpc_address()};
+  for (auto& s : servers) options.endpoints.push_back(s->grpc_address());
   std::unique_ptr<Client> client = *Client::Create(options);
-  for (int i = 0; i < 6; ++i) ASSERT_TRUE(client->Infer("vit_ln", Image()).ok());
-  EXPECT_EQ(OkCount(*a), 3);
-  EXPECT_EQ(OkCount(*b), 3);
+  // Until every subchannel is connected the first calls go where one is.
+  ASSERT_EQ(SendMany(*client, 30, 1), 0);
+  double before[3];
+  for (int i = 0; i < 3; ++i) before[i] = OkCount(*servers[i]);
+  constexpr int kRequests = 600;
+  ASSERT_EQ(SendMany(*client, kRequests, 6), 0);
+  for (int i = 0; i < 3; ++i) {
+    const double share = OkCount(*servers[i]) - before[i];
+    std::printf("replica %d: %.0f of %d requests\n", i, share, kRequests);
+    EXPECT_NEAR(share, kRequests / 3.0, kRequests / 3.0 * 0.10) << "replica " << i;
+  }
+}
+
+TEST_F(ClientTest, KillingAReplicaMidRunLosesNothingWithRetries) {
+  std::unique_ptr<ServerProcess> servers[3] = {Start(), Start(), Start()};
+  ASSERT_TRUE(servers[0] && servers[1] && servers[2]);
+  ClientOptions options;
+  for (auto& s : servers) options.endpoints.push_back(s->grpc_address());
+  for (int attempts : {3, 1}) {
+    options.max_attempts = attempts;
+    std::unique_ptr<Client> client = *Client::Create(options);
+    ASSERT_EQ(SendMany(*client, 30, 1), 0);
+    constexpr int kWindow = 8;
+    const int victim = attempts == 3 ? 2 : 1;
+    const int failed = SendMany(*client, 800, kWindow, [&] { servers[victim]->Stop(SIGKILL); });
+    std::printf("max_attempts %d: %d of 800 failed after SIGKILL of a replica mid-run\n", attempts, failed);
+    if (attempts > 1) {
+      EXPECT_EQ(failed, 0) << "retries on UNAVAILABLE should have found another replica";
+    } else {
+      // Without retries only what was in flight on the killed replica fails.
+      EXPECT_LE(failed, kWindow);
+    }
+  }
 }
 
 TEST_F(ClientTest, DefaultDeadlineApplies) {

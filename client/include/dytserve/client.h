@@ -27,8 +27,16 @@ class ModelInferRequest;
 namespace dytserve {
 
 struct ClientOptions {
-  // "host:port" each; at least one.
+  // At least one. Several "host:port" endpoints share one channel whose
+  // round-robin policy spreads calls over the replicas that are up (hosts are
+  // resolved once, at Create). One endpoint may also be any gRPC target,
+  // e.g. "dns:///dytserve.ns.svc:8001" (a headless Service): round-robin over
+  // every address it resolves to, re-resolved as pods come and go.
   std::vector<std::string> endpoints;
+  // Attempts per inference or metadata call when the answer is UNAVAILABLE
+  // (a replica going away or draining): gRPC retries on another replica with
+  // a short backoff. 1 turns retries off; at most 5.
+  int max_attempts = 3;
   bool tls = false;
   // PEM roots to trust; empty uses the system's. Client cert/key enable mTLS.
   std::string tls_root_certs;
