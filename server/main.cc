@@ -50,8 +50,11 @@ ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC request or response, in MiB");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads for the whole process; 0 keeps LibTorch's default");
 ABSL_FLAG(std::string, latency_buckets, "",
           "Comma-separated histogram bucket bounds in seconds for latency metrics; empty keeps the defaults");
-ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain; with --tls_key_file, gRPC is served over TLS");
-ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain file; with --tls_key, gRPC is served over TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key file of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM file of the CAs whose client certificates are accepted: mutual TLS, clients without a "
+          "certificate signed by one of them are refused");
 ABSL_FLAG(bool, record_metrics, true,
           "Record per-request metrics; off only to measure their cost (the families stay, at zero)");
 ABSL_FLAG(std::string, admin_token_file, "",
@@ -87,17 +90,28 @@ absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string&
   return text.str();
 }
 
-// Insecure unless both TLS files are given; one without the other is an error.
+// Insecure unless both TLS files are given; one without the other is an
+// error, and so is a client CA without TLS.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
-  const std::string cert = absl::GetFlag(FLAGS_tls_cert_file), key = absl::GetFlag(FLAGS_tls_key_file);
-  if (cert.empty() && key.empty()) return grpc::InsecureServerCredentials();
-  if (cert.empty() || key.empty()) return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together");
-  absl::StatusOr<std::string> cert_pem = ReadFile("--tls_cert_file", cert);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key);
+  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() && key.empty()) {
+    if (!client_ca.empty()) return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    return grpc::InsecureServerCredentials();
+  }
+  if (cert.empty() || key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  absl::StatusOr<std::string> cert_pem = ReadFile("--tls_cert", cert);
   if (!cert_pem.ok()) return cert_pem.status();
-  absl::StatusOr<std::string> key_pem = ReadFile("--tls_key_file", key);
+  absl::StatusOr<std::string> key_pem = ReadFile("--tls_key", key);
   if (!key_pem.ok()) return key_pem.status();
   grpc::SslServerCredentialsOptions options;
   options.pem_key_cert_pairs.push_back({*key_pem, *cert_pem});
+  if (!client_ca.empty()) {
+    absl::StatusOr<std::string> ca_pem = ReadFile("--tls_client_ca", client_ca);
+    if (!ca_pem.ok()) return ca_pem.status();
+    options.pem_root_certs = *ca_pem;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
   return grpc::SslServerCredentials(options);
 }
 

@@ -25,6 +25,8 @@ ABSL_FLAG(std::string, target, "127.0.0.1:8001", "Server address host:port; seve
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each call in milliseconds");
 ABSL_FLAG(bool, tls, false, "Use TLS");
 ABSL_FLAG(std::string, tls_ca, "", "PEM file of the roots to trust (TLS); empty: the system's");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate file, for servers that require mutual TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key file of --tls_cert");
 ABSL_FLAG(std::string, token_file, "", "File holding a bearer token sent with every call");
 ABSL_FLAG(std::string, model_version, "", "Model version; empty: the server's choice");
 ABSL_FLAG(std::string, input_json, "", "JSON file of inputs ({\"inputs\":[{name,datatype,shape,data}]})");
@@ -65,6 +67,17 @@ absl::StatusOr<std::unique_ptr<Client>> MakeClient() {
     absl::StatusOr<std::string> ca = ReadFile(absl::GetFlag(FLAGS_tls_ca));
     if (!ca.ok()) return ca.status();
     options.tls_root_certs = *ca;
+  }
+  if (absl::GetFlag(FLAGS_tls_cert).empty() != absl::GetFlag(FLAGS_tls_key).empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
+    absl::StatusOr<std::string> cert = ReadFile(absl::GetFlag(FLAGS_tls_cert));
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(absl::GetFlag(FLAGS_tls_key));
+    if (!key.ok()) return key.status();
+    options.tls_client_cert = *cert;
+    options.tls_client_key = *key;
   }
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     absl::StatusOr<std::string> token = ReadFile(absl::GetFlag(FLAGS_token_file));

@@ -162,7 +162,7 @@ TEST_F(ClientTest, Tls) {
       key, " -out ", cert, " >/dev/null 2>&1");
   ASSERT_EQ(std::system(command.c_str()), 0) << "openssl could not make a test certificate";
   std::unique_ptr<ServerProcess> server =
-      Start({absl::StrCat("--tls_cert_file=", cert), absl::StrCat("--tls_key_file=", key)});
+      Start({absl::StrCat("--tls_cert=", cert), absl::StrCat("--tls_key=", key)});
   ASSERT_TRUE(server);
 
   std::stringstream pem;
@@ -185,10 +185,123 @@ TEST_F(ClientTest, Tls) {
   // Half a TLS configuration is refused at start-up with a clear message.
   absl::StatusOr<std::unique_ptr<ServerProcess>> half = ServerProcess::Start(
       DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", (dir_ / "repo").string()),
-                            absl::StrCat("--tls_cert_file=", cert)});
+                            absl::StrCat("--tls_cert=", cert)});
   ASSERT_FALSE(half.ok());
-  EXPECT_NE(half.status().message().find("--tls_cert_file and --tls_key_file go together"), std::string::npos)
+  EXPECT_NE(half.status().message().find("--tls_cert and --tls_key go together"), std::string::npos)
       << half.status();
+}
+
+// A CA, a server certificate and a client certificate it signed, plus a
+// client certificate from another CA; written by openssl at test time.
+struct Pki {
+  std::string ca, server_cert, server_key, client_cert, client_key, stranger_cert, stranger_key;
+};
+
+absl::StatusOr<Pki> MakePki(const fs::path& dir) {
+  auto p = [&](const char* name) { return (dir / name).string(); };
+  const std::string quiet = " >/dev/null 2>&1";
+  const std::vector<std::string> commands = {
+      absl::StrCat("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ", p("ca.key"),
+                   " -out ", p("ca.pem"), quiet),
+      absl::StrCat("openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout ", p("server.key"), " -out ",
+                   p("server.csr"), quiet),
+      absl::StrCat("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > ", p("san.ext")),
+      absl::StrCat("openssl x509 -req -in ", p("server.csr"), " -CA ", p("ca.pem"), " -CAkey ", p("ca.key"),
+                   " -CAcreateserial -days 1 -extfile ", p("san.ext"), " -out ", p("server.pem"), quiet),
+      absl::StrCat("openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout ", p("client.key"), " -out ",
+                   p("client.csr"), quiet),
+      absl::StrCat("openssl x509 -req -in ", p("client.csr"), " -CA ", p("ca.pem"), " -CAkey ", p("ca.key"),
+                   " -CAcreateserial -days 1 -out ", p("client.pem"), quiet),
+      absl::StrCat("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=stranger -keyout ",
+                   p("stranger.key"), " -out ", p("stranger.pem"), quiet),
+  };
+  for (const std::string& c : commands) {
+    if (std::system(c.c_str()) != 0) return absl::InternalError("openssl failed: " + c);
+  }
+  auto read = [](const std::string& path) {
+    std::stringstream s;
+    s << std::ifstream(path).rdbuf();
+    return s.str();
+  };
+  return Pki{read(p("ca.pem")),     p("server.pem"),           p("server.key"),         read(p("client.pem")),
+             read(p("client.key")), read(p("stranger.pem")), read(p("stranger.key"))};
+}
+
+TEST_F(ClientTest, MutualTlsAcceptsOnlyClientsWithACertificateFromTheCa) {
+  absl::StatusOr<Pki> pki = MakePki(dir_);
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  const std::string ca_file = (dir_ / "ca.pem").string();
+  std::unique_ptr<ServerProcess> server =
+      Start({absl::StrCat("--tls_cert=", pki->server_cert), absl::StrCat("--tls_key=", pki->server_key),
+             absl::StrCat("--tls_client_ca=", ca_file)});
+  ASSERT_TRUE(server);
+  auto client_with = [&](const std::string& cert, const std::string& key) {
+    ClientOptions options;
+    options.endpoints = {server->grpc_address()};
+    options.tls = true;
+    options.tls_root_certs = pki->ca;
+    options.tls_client_cert = cert;
+    options.tls_client_key = key;
+    options.default_deadline = absl::Seconds(10);
+    return *Client::Create(options);
+  };
+  absl::StatusOr<InferResult> ok = client_with(pki->client_cert, pki->client_key)->Infer("vit_ln", Image());
+  EXPECT_TRUE(ok.ok()) << ok.status();
+  EXPECT_FALSE(client_with("", "")->Infer("vit_ln", Image()).ok()) << "no client certificate";
+  EXPECT_FALSE(client_with(pki->stranger_cert, pki->stranger_key)->Infer("vit_ln", Image()).ok())
+      << "a certificate from another CA";
+
+  // The CLI speaks mutual TLS too.
+  testing::CommandResult cli = testing::RunCommand(absl::StrCat(
+      DYTSERVE_CLI_BIN, " --target=", server->grpc_address(), " --tls --tls_ca=", ca_file,
+      " --tls_cert=", (dir_ / "client.pem").string(), " --tls_key=", (dir_ / "client.key").string(), " health"));
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
+  testing::CommandResult no_cert = testing::RunCommand(
+      absl::StrCat(DYTSERVE_CLI_BIN, " --target=", server->grpc_address(), " --tls --tls_ca=", ca_file, " health"));
+  EXPECT_NE(no_cert.exit_code, 0) << no_cert.output;
+
+  // A client CA without a server certificate is refused at start-up.
+  absl::StatusOr<std::unique_ptr<ServerProcess>> half = ServerProcess::Start(
+      DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", (dir_ / "repo").string()),
+                            absl::StrCat("--tls_client_ca=", ca_file)});
+  ASSERT_FALSE(half.ok());
+  EXPECT_NE(half.status().message().find("--tls_client_ca needs --tls_cert and --tls_key"), std::string::npos)
+      << half.status();
+}
+
+TEST_F(ClientTest, InferenceTokenGuardsInferenceButNotProbes) {
+  const std::string token_file = (dir_ / "inference.token").string();
+  std::ofstream(token_file) << "infer-token-123\n";
+  std::unique_ptr<ServerProcess> server = Start({absl::StrCat("--inference_token_file=", token_file)});
+  ASSERT_TRUE(server);
+  auto client_with = [&](const std::string& token) {
+    ClientOptions options;
+    options.endpoints = {server->grpc_address()};
+    options.bearer_token = token;
+    return *Client::Create(options);
+  };
+  EXPECT_EQ(client_with("")->Infer("vit_ln", Image()).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(client_with("nope")->Infer("vit_ln", Image()).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(client_with("nope")->GetModelMetadata("vit_ln").status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(client_with("infer-token-123")->Infer("vit_ln", Image()).ok());
+  // Probes carry no token: liveness, readiness and health stay open.
+  EXPECT_TRUE(*client_with("")->ServerLive());
+  EXPECT_TRUE(*client_with("")->ServerReady());
+  EXPECT_EQ(*client_with("")->Health(""), HealthStatus::kServing);
+  absl::StatusOr<std::string> scrape = testing::HttpGet(server->metrics_address(), "/metrics");
+  ASSERT_TRUE(scrape.ok());
+  EXPECT_NE(scrape->find("dytserve_auth_refusals_total{code=\"PERMISSION_DENIED\",service=\"inference.GRPCInferenceService\"} 2"),
+            std::string::npos);
+  EXPECT_EQ(server->Stderr().find("infer-token-123"), std::string::npos) << "the token must never be logged";
+  // A token file that is empty stops the server at start with a clear error.
+  const std::string empty = (dir_ / "empty.token").string();
+  std::ofstream(empty) << "  \n";
+  absl::StatusOr<std::unique_ptr<ServerProcess>> bad = ServerProcess::Start(
+      DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", (dir_ / "repo").string()),
+                            absl::StrCat("--inference_token_file=", empty)});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--inference_token_file=" + empty + ": holds no token"), std::string::npos)
+      << bad.status();
 }
 
 }  // namespace
