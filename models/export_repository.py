@@ -5,11 +5,17 @@
 
 writes
 
-    DIR/vit_ln/{config.pbtxt,1/model.pt}      digits ViT, LayerNorm, trained here
-    DIR/vit_dyt/{config.pbtxt,1/model.pt}     digits ViT, DynamicTanh (alpha0 0.5), trained here
-    DIR/llama_rms/{config.pbtxt,1/model.pt}   tiny LLaMA, RMSNorm, random init (seed 0)
-    DIR/llama_dyt/{config.pbtxt,1/model.pt}   its DyT twin (paper-style alpha0 by width/position)
-    DIR/manifest.json                          written last; records the source hash
+    DIR/vit_ln/{config.pbtxt,1/model.pt}             digits ViT, LayerNorm, trained here
+    DIR/vit_dyt/{config.pbtxt,1/model.pt}            digits ViT, DynamicTanh (alpha0 0.5), trained here
+    DIR/vit_relu_attn/{config.pbtxt,1/model.pt}      digits ViT, LayerNorm, ReLU/L attention, trained here
+    DIR/vit_dyt_relu_attn/{config.pbtxt,1/model.pt}  digits ViT, DynamicTanh, ReLU/L attention, trained here
+    DIR/llama_rms/{config.pbtxt,1/model.pt}          tiny LLaMA, RMSNorm, random init (seed 0)
+    DIR/llama_dyt/{config.pbtxt,1/model.pt}          its DyT twin (paper-style alpha0 by width/position)
+    DIR/experiments.pbtxt                             the default experiments (dytserve.v1.ExperimentList)
+    DIR/manifest.json                                 written last; records the source hash
+
+The four ViTs are trained with the same recipe (dytserve_models.train) and
+differ only in the norm and the attention (softmax, or ReLU(q k^T / sqrt(d)) / L).
 
 model.pt is ``torch.jit.save`` of ``torch.jit.script(model.eval())`` (not
 frozen): ``forward(self, <input>: Tensor) -> Tensor``.  Re-running with
@@ -18,7 +24,7 @@ frozen): ``forward(self, <input>: Tensor) -> Tensor``.  Re-running with
 
 If DIR/manifest.json records the same hash of the models/ sources (and torch
 version) as now and every file is present, prints "repository up to date" and
-exits 0 without doing anything.  Exits 1 with a message on stderr if a ViT
+exits 0 without doing anything.  Exits 1 with a message on stderr if any ViT
 reaches less than 85% test accuracy (nothing is written in that case).
 """
 import os
@@ -52,12 +58,22 @@ VIT_MAX_BATCH = 64
 LLAMA_MAX_BATCH = 16
 LLAMA_VOCAB = 256
 
-# name -> static description used for config.pbtxt and manifest.json
+# name -> static description used for config.pbtxt and manifest.json.  ViTs:
+# train_norm / attention are the arguments of train_digits_vit.  Models are
+# scripted in this order, and new ones go last: TorchScript numbers the types
+# it mangles per process, so scripting a new model before an existing one would
+# change the existing one's model.pt bytes (not its graph or weights).
 MODELS = {
-    "vit_ln": dict(kind="vit", norm="layernorm", max_batch_size=VIT_MAX_BATCH),
-    "vit_dyt": dict(kind="vit", norm="dyt", max_batch_size=VIT_MAX_BATCH),
+    "vit_ln": dict(kind="vit", norm="layernorm", train_norm="ln", attention="softmax",
+                   max_batch_size=VIT_MAX_BATCH),
+    "vit_dyt": dict(kind="vit", norm="dyt", train_norm="dyt", attention="softmax",
+                    max_batch_size=VIT_MAX_BATCH),
     "llama_rms": dict(kind="llama", norm="rmsnorm", max_batch_size=LLAMA_MAX_BATCH),
     "llama_dyt": dict(kind="llama", norm="dyt", max_batch_size=LLAMA_MAX_BATCH),
+    "vit_relu_attn": dict(kind="vit", norm="layernorm", train_norm="ln", attention="relu",
+                          max_batch_size=VIT_MAX_BATCH),
+    "vit_dyt_relu_attn": dict(kind="vit", norm="dyt", train_norm="dyt", attention="relu",
+                              max_batch_size=VIT_MAX_BATCH),
 }
 IO = {
     "vit": dict(inputs=[dict(name="pixel_values", data_type="TYPE_FP32", dims=[1, 8, 8])],
@@ -72,6 +88,30 @@ IO = {
                   batching=("max_queue_delay_us: 2000 max_queue_size: 1024 "
                             "ragged_batching: true length_bucket: 32")),
 }
+
+
+VIT_NAMES = [n for n, spec in MODELS.items() if spec["kind"] == "vit"]
+
+# config.pbtxt parameter naming the attention, for the models that do not use softmax
+# (vit_ln / vit_dyt keep their config unchanged).
+ATTENTION_PARAMETER = {"relu": "relu/L"}
+
+# protobuf text format of dytserve.v1.ExperimentList: the A/B experiments the
+# server runs over this repository by default.
+EXPERIMENTS_PBTXT = """\
+# dytserve.v1.ExperimentList, written by models/export_repository.py
+experiments {
+  name: "vit"
+  arms { name: "ln" model: "vit_ln" weight: 50 }
+  arms { name: "dyt" model: "vit_dyt" weight: 50 }
+}
+experiments {
+  name: "llama"
+  arms { name: "rms" model: "llama_rms" weight: 100 }
+  arms { name: "dyt_shadow" model: "llama_dyt" shadow: true shadow_fraction: 0.5 }
+}
+"""
+EXPERIMENTS_FILE = "experiments.pbtxt"
 
 
 def source_files():
@@ -102,7 +142,8 @@ def source_hash() -> str:
 
 
 def expected_files(out: Path):
-    return [out / n / p for n in MODELS for p in ("config.pbtxt", "1/model.pt")]
+    """Every file the export writes except manifest.json."""
+    return [out / n / p for n in MODELS for p in ("config.pbtxt", "1/model.pt")] + [out / EXPERIMENTS_FILE]
 
 
 def up_to_date(out: Path, digest: str) -> bool:
@@ -197,23 +238,27 @@ def build(out: Path) -> dict:
     from dytserve_models.train import train_digits_vit
 
     built = {}
-    for name in ("vit_ln", "vit_dyt"):
+    for name in VIT_NAMES:
+        spec = MODELS[name]
         seed_everything(SEED)
         t0 = time.time()
-        model, acc = train_digits_vit("ln" if name == "vit_ln" else "dyt", seed=SEED)
+        # Same seed and recipe for every ViT; only the norm and the attention differ.
+        model, acc = train_digits_vit(spec["train_norm"], seed=SEED, attn_kind=spec["attention"])
         print(f"{name}: test accuracy {acc:.4f} (trained in {time.time() - t0:.1f}s)", flush=True)
         built[name] = (model, {"test_accuracy": round(acc, 4)})
     low = {n: m[1]["test_accuracy"] for n, m in built.items() if m[1]["test_accuracy"] < MIN_VIT_ACCURACY}
     if low:
         raise SystemExit("export_repository: ERROR: "
                          + ", ".join(f"{n} test accuracy {a:.4f}" for n, a in low.items())
-                         + f" is below the required {MIN_VIT_ACCURACY}; repository not written")
+                         + f" {'is' if len(low) == 1 else 'are'} below the required {MIN_VIT_ACCURACY}; "
+                         "repository not written")
 
     seed_everything(SEED)
     rms, dyt = build_llama_pair(SEED)
     built["llama_rms"] = (rms, {})
     built["llama_dyt"] = (dyt, {"dyt_alpha_init": "attn=0.8,ffn=0.2,final=0.2"})
     built["vit_dyt"][1]["dyt_alpha_init"] = "0.5"
+    built["vit_dyt_relu_attn"][1]["dyt_alpha_init"] = "0.5"
 
     gen = torch.Generator().manual_seed(SEED)
     examples = {"vit": torch.rand(3, 1, 8, 8, generator=gen),
@@ -226,19 +271,26 @@ def build(out: Path) -> dict:
 
     manifest = {"format": MANIFEST_FORMAT, "source_hash": source_hash(),
                 "torch_version": torch.__version__, "seed": SEED, "models": {}}
-    for name, (model, facts) in built.items():
+    for name in MODELS:
+        model, facts = built[name]
         spec = MODELS[name]
         data = script_and_check(model, examples[spec["kind"]])
         n_params = num_parameters(model)
         params = {"norm": spec["norm"], "num_parameters": str(n_params)}
+        if spec.get("attention") in ATTENTION_PARAMETER:
+            params["attention"] = ATTENTION_PARAMETER[spec["attention"]]
         params.update({k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in facts.items()})
         _atomic_write(out / name / "1" / "model.pt", data)
         _atomic_write(out / name / "config.pbtxt", config_pbtxt(name, params).encode())
         entry = {"norm": spec["norm"], "num_parameters": n_params,
                  "max_batch_size": spec["max_batch_size"], **IO[spec["kind"]],
                  "model_sha256": hashlib.sha256(data).hexdigest()}
+        if "attention" in spec:
+            entry["attention"] = spec["attention"]
         entry.update(facts)
         manifest["models"][name] = entry
+    _atomic_write(out / EXPERIMENTS_FILE, EXPERIMENTS_PBTXT.encode())
+    manifest["experiments_sha256"] = hashlib.sha256(EXPERIMENTS_PBTXT.encode()).hexdigest()
     _atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return manifest
 
@@ -262,8 +314,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     manifest = build(out)
     for name, m in manifest["models"].items():
+        attn = f", {m['attention']} attention" if "attention" in m else ""
         acc = f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
-        print(f"wrote {out / name}: {m['norm']}, {m['num_parameters']} parameters{acc}")
+        print(f"wrote {out / name}: {m['norm']}{attn}, {m['num_parameters']} parameters{acc}")
+    print(f"wrote {out / EXPERIMENTS_FILE}")
     print(f"repository written to {out} in {time.time() - t0:.1f}s")
     return 0
 

@@ -1,4 +1,4 @@
-"""Train the digits ViT (LayerNorm or DyT) on scikit-learn's bundled ``load_digits``.
+"""Train the digits ViTs (any norm / attention variant) on scikit-learn's bundled ``load_digits``.
 
 Deterministic: fixed seed, fixed 80/20 split (``random_state=0``, stratified),
 pixels divided by 16, CPU only.  Uses whatever ``torch.get_num_threads()`` the
@@ -96,12 +96,14 @@ def train_vit(model: nn.Module, cfg: TrainConfig = TrainConfig(), verbose: bool 
     return evaluate(model, x_te, y_te)
 
 
-def train_digits_vit(norm: str, seed: int = 0, cfg: TrainConfig = None, verbose: bool = False) -> Tuple[ViT, float]:
-    """Build the digits ViT with ``norm`` ('ln' or 'dyt', alpha0 0.5) from seed ``seed``, train it,
-    return (eval-mode model, test accuracy)."""
+def train_digits_vit(norm: str, seed: int = 0, cfg: TrainConfig = None, verbose: bool = False,
+                     attn_kind: str = "softmax", qk_norm: bool = False) -> Tuple[ViT, float]:
+    """Build the digits ViT with ``norm`` ('ln' or 'dyt', alpha0 0.5) and attention ``attn_kind``
+    ('softmax' or 'relu', optionally with qk-layernorm) from seed ``seed``, train it with the
+    same recipe whatever the variant, return (eval-mode model, test accuracy)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    model = vit_digits(norm)
+    model = vit_digits(norm, attn_kind=attn_kind, qk_norm=qk_norm)
     cfg = cfg or TrainConfig(seed=seed)
     acc = train_vit(model, cfg, verbose=verbose)
     return model, acc

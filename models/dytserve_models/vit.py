@@ -5,7 +5,7 @@ the raw 0..16 values divided by 16).  Output ``logits``: float32 ``[N, 10]``.
 
 Patch size 2 -> 16 patches, plus a cls token and learned positional
 embeddings (17 tokens), width 192, depth 4, 3 heads, MLP ratio 4, pre-norm
-blocks whose norms are named ``norm1`` / ``norm2`` and a final ``norm``.
+blocks (norms ``norm1`` / ``norm2``, final ``norm``), softmax or ReLU/L attention (see the end).
 """
 import math
 from typing import Callable, Union
@@ -63,10 +63,10 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, norm: NormFactory):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, norm: NormFactory, attention=Attention):
         super().__init__()
         self.norm1 = norm(dim)
-        self.attn = Attention(dim, num_heads)
+        self.attn = attention(dim, num_heads)
         self.norm2 = norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
@@ -80,16 +80,16 @@ class ViT(nn.Module):
     def __init__(self, image_size: int = 8, patch_size: int = 2, in_chans: int = 1,
                  num_classes: int = 10, dim: int = 192, depth: int = 4, num_heads: int = 3,
                  mlp_ratio: float = 4.0, norm_layer: Union[str, NormFactory] = "ln",
-                 dyt_alpha_init: float = 0.5):
+                 dyt_alpha_init: float = 0.5, attn_kind: str = "softmax", qk_norm: bool = False):
         super().__init__()
         if image_size % patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
-        norm = make_norm_factory(norm_layer, dyt_alpha_init)
+        norm, attention = make_norm_factory(norm_layer, dyt_alpha_init), make_attention_factory(attn_kind, qk_norm)
         num_patches = (image_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
-        self.blocks = nn.ModuleList([Block(dim, num_heads, mlp_ratio, norm) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, num_heads, mlp_ratio, norm, attention) for _ in range(depth)])
         self.norm = norm(dim)
         self.head = nn.Linear(dim, num_classes)
         self._init_weights()
@@ -124,5 +124,78 @@ class ViT(nn.Module):
 
 
 def vit_digits(norm_layer: Union[str, NormFactory] = "ln", **kwargs) -> ViT:
-    """The digits ViT (width 192, depth 4, 3 heads, patch 2) with LayerNorm or DyT."""
+    """The digits ViT (width 192, depth 4, 3 heads, patch 2) with LayerNorm or DyT.
+
+    ``attn_kind="relu"`` gives ReLU/L attention, ``qk_norm=True`` adds qk-layernorm
+    (see :class:`VariantAttention`)."""
     return ViT(norm_layer=norm_layer, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Attention variants (issue #10: softmax-free attention).
+#
+# Kept at the end of the file on purpose: a saved TorchScript module records
+# the file and line of every scripted method, so code inserted above ViT.forward
+# would change the bytes of the default (softmax) models' model.pt although
+# their graphs and outputs stay the same.  ViT(attn_kind="softmax",
+# qk_norm=False) still builds the plain ``Attention`` above.
+
+ATTENTION_KINDS = ("softmax", "relu")
+
+
+class VariantAttention(Attention):
+    """Multi-head self-attention with a choice of score normalisation.
+
+    With scores ``S = q @ k^T / sqrt(d)`` (d = head dim) and L keys:
+
+    * ``attn_kind="softmax"``: ``softmax(S, dim=-1) @ v``, the same as :class:`Attention`;
+    * ``attn_kind="relu"``: ``(relu(S) / L) @ v``, ReLU attention divided by the key
+      sequence length (Wortsman et al., "Replacing softmax with ReLU in Vision
+      Transformers", 2023).  The weights of one query need not sum to 1.
+
+    ``qk_norm=True`` applies a LayerNorm over the head dim (eps 1e-6, learnable,
+    one for q and one for k, shared by all heads) to q and k before the product
+    ("qk-layernorm").  Off by default: then ``q_norm`` / ``k_norm`` are None and
+    the scripted graph has no trace of them.
+    """
+
+    __constants__ = ["relu_scores"]
+
+    def __init__(self, dim: int, num_heads: int, attn_kind: str = "softmax", qk_norm: bool = False):
+        super().__init__(dim, num_heads)
+        if attn_kind not in ATTENTION_KINDS:
+            raise ValueError(f"unknown attn_kind {attn_kind!r}; expected one of {ATTENTION_KINDS}")
+        self.attn_kind = attn_kind
+        self.relu_scores = attn_kind == "relu"
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-6) if qk_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]                       # [N, H, T, D]
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale
+        if self.relu_scores:
+            attn = torch.relu(scores) / k.shape[-2]
+        else:
+            attn = torch.softmax(scores, dim=-1)
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(n, t, c)
+        return self.proj(out)
+
+    def extra_repr(self) -> str:
+        return f"attn_kind={self.attn_kind!r}, qk_norm={self.q_norm is not None}"
+
+
+def make_attention_factory(attn_kind: str = "softmax", qk_norm: bool = False) -> Callable[[int, int], nn.Module]:
+    """``(width, heads) -> attention module``: plain :class:`Attention` for softmax without
+    qk-layernorm (the default models), :class:`VariantAttention` otherwise."""
+    key = str(attn_kind).lower()
+    if key not in ATTENTION_KINDS:
+        raise ValueError(f"unknown attn_kind {attn_kind!r}; expected one of {ATTENTION_KINDS}")
+    if key == "softmax" and not qk_norm:
+        return Attention
+    return lambda dim, num_heads: VariantAttention(dim, num_heads, key, bool(qk_norm))

@@ -1,4 +1,5 @@
 """Checks on the exported repository (see conftest.repo: DYTSERVE_REPO or a fresh export)."""
+import hashlib
 import json
 import re
 import shutil
@@ -13,7 +14,11 @@ from conftest import EXPORT_SCRIPT, PROTO_ROOT
 from dytserve_models import DynamicTanh, build_llama_pair, vit_digits
 from dytserve_models.train import load_digits_split
 
-MODEL_NAMES = ["vit_ln", "vit_dyt", "llama_rms", "llama_dyt"]
+VIT_NAMES = ["vit_ln", "vit_dyt", "vit_relu_attn", "vit_dyt_relu_attn"]
+MODEL_NAMES = VIT_NAMES + ["llama_rms", "llama_dyt"]
+# name -> (norm, attention) as vit_digits takes them
+VIT_VARIANTS = {"vit_ln": ("ln", "softmax"), "vit_dyt": ("dyt", "softmax"),
+                "vit_relu_attn": ("ln", "relu"), "vit_dyt_relu_attn": ("dyt", "relu")}
 ATOL = 1e-5
 
 
@@ -30,6 +35,9 @@ def test_layout(repo):
         assert (repo / name / "config.pbtxt").is_file()
         assert (repo / name / "1" / "model.pt").is_file()
     assert set(_manifest(repo)["models"]) == set(MODEL_NAMES)
+    assert (repo / "experiments.pbtxt").is_file()
+    assert set(er.expected_files(repo)) == (
+        {repo / n / f for n in MODEL_NAMES for f in ("config.pbtxt", "1/model.pt")} | {repo / "experiments.pbtxt"})
 
 
 def test_manifest_matches_current_sources(repo):
@@ -39,26 +47,29 @@ def test_manifest_matches_current_sources(repo):
 
 def test_manifest_accuracy_and_facts(repo):
     models = _manifest(repo)["models"]
-    for name in ("vit_ln", "vit_dyt"):
-        assert models[name]["test_accuracy"] >= 0.85, name
-    assert models["vit_ln"]["norm"] == "layernorm" and models["vit_dyt"]["norm"] == "dyt"
+    for name in VIT_NAMES:
+        assert models[name]["test_accuracy"] >= er.MIN_VIT_ACCURACY >= 0.80, name
+        norm, attention = VIT_VARIANTS[name]
+        assert models[name]["norm"] == {"ln": "layernorm", "dyt": "dyt"}[norm], name
+        assert models[name]["attention"] == attention, name
     assert models["llama_rms"]["norm"] == "rmsnorm" and models["llama_dyt"]["norm"] == "dyt"
     for name in MODEL_NAMES:
         assert models[name]["num_parameters"] == sum(p.numel() for p in _load(repo, name).parameters())
 
 
 def test_forward_signature(repo):
-    for name, arg in [("vit_ln", "pixel_values"), ("vit_dyt", "pixel_values"),
-                      ("llama_rms", "input_ids"), ("llama_dyt", "input_ids")]:
+    for name in MODEL_NAMES:
+        arg = "pixel_values" if name in VIT_NAMES else "input_ids"
         schema = _load(repo, name).forward.schema
         assert [a.name for a in schema.arguments] == ["self", arg], str(schema)
         assert [str(r.type) for r in schema.returns] == ["Tensor"], str(schema)
 
 
-@pytest.mark.parametrize("name", ["vit_ln", "vit_dyt"])
+@pytest.mark.parametrize("name", VIT_NAMES)
 def test_vit_torchscript_matches_eager(repo, name):
     scripted = _load(repo, name)
-    eager = vit_digits("ln" if name == "vit_ln" else "dyt").eval()
+    norm, attention = VIT_VARIANTS[name]
+    eager = vit_digits(norm, attn_kind=attention).eval()
     eager.load_state_dict(scripted.state_dict())
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -68,16 +79,16 @@ def test_vit_torchscript_matches_eager(repo, name):
             assert y.dtype == torch.float32 and y.shape == (n, 10)
             assert (y - eager(x)).abs().max().item() <= ATOL
     has_dyt = any(isinstance(m, DynamicTanh) for m in eager.modules())
-    assert has_dyt == (name == "vit_dyt")
+    assert has_dyt == (norm == "dyt")
 
 
-@pytest.mark.parametrize("name", ["vit_ln", "vit_dyt"])
+@pytest.mark.parametrize("name", VIT_NAMES)
 def test_vit_accuracy_reproduces(repo, name):
     scripted = _load(repo, name)
     _, _, x_te, y_te = load_digits_split()
     with torch.no_grad():
         acc = (scripted(x_te).argmax(-1) == y_te).float().mean().item()
-    assert acc >= 0.85
+    assert acc >= er.MIN_VIT_ACCURACY
     assert acc == pytest.approx(_manifest(repo)["models"][name]["test_accuracy"], abs=1e-4)
 
 
@@ -132,13 +143,20 @@ def test_llama_dyt_alpha_and_graph_pattern(repo):
     assert not any(k.endswith("norm.weight") and "alpha" in k for k in sd)
 
 
-def test_vit_dyt_frozen_graph_has_nine_dyt(repo):
-    frozen = torch.jit.freeze(_load(repo, "vit_dyt").eval())
+@pytest.mark.parametrize("name", VIT_NAMES)
+def test_vit_frozen_graph_norms_and_attention(repo, name):
+    norm, attention = VIT_VARIANTS[name]
+    frozen = torch.jit.freeze(_load(repo, name).eval())
     kinds = [n.kind() for n in frozen.graph.nodes()]
-    assert kinds.count("aten::tanh") == 9  # 4 x (norm1, norm2) + norm
-    assert "aten::layer_norm" not in kinds
-    frozen_ln = torch.jit.freeze(_load(repo, "vit_ln").eval())
-    assert [n.kind() for n in frozen_ln.graph.nodes()].count("aten::layer_norm") == 9
+    if norm == "dyt":
+        assert kinds.count("aten::tanh") == 9  # 4 x (norm1, norm2) + norm
+        assert "aten::layer_norm" not in kinds
+    else:
+        assert kinds.count("aten::layer_norm") == 9
+        assert "aten::tanh" not in kinds
+    # one score normalisation per block, softmax or relu (GELU is aten::gelu)
+    assert kinds.count("aten::softmax") == (4 if attention == "softmax" else 0)
+    assert kinds.count("aten::relu") == (4 if attention == "relu" else 0)
 
 
 CONFIG_LINE = re.compile(
@@ -164,8 +182,11 @@ def test_config_text(repo, name):
         assert 'input { name: "pixel_values" data_type: TYPE_FP32 dims: [1, 8, 8] }' in text
         assert 'output { name: "logits" data_type: TYPE_FP32 dims: [10] }' in text
         assert "max_batch_size: 64\n" in text
+        assert "dynamic_batching { max_queue_delay_us: 2000 max_queue_size: 1024 }\n" in text
         acc = _manifest(repo)["models"][name]["test_accuracy"]
         assert f'parameters {{ key: "test_accuracy" value: "{acc:.4f}" }}' in text
+        has_attention_param = 'parameters { key: "attention" value: "relu/L" }' in text
+        assert has_attention_param == (VIT_VARIANTS[name][1] == "relu")
     else:
         assert 'input { name: "input_ids" data_type: TYPE_INT64 dims: [-1] pad_value: 0 }' in text
         assert ('output { name: "logits" data_type: TYPE_FP32 dims: [-1, 256] '
@@ -202,14 +223,17 @@ def test_second_run_is_a_no_op(repo):
 def test_low_accuracy_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
     import dytserve_models.train as train
 
-    def fake_train(norm, seed=0, cfg=None, verbose=False):
-        return vit_digits(norm).eval(), 0.5 if norm == "dyt" else 0.9
+    def fake_train(norm, seed=0, cfg=None, verbose=False, attn_kind="softmax", qk_norm=False):
+        acc = 0.5 if norm == "dyt" else (0.84 if attn_kind == "relu" else 0.9)
+        return vit_digits(norm, attn_kind=attn_kind).eval(), acc
 
     monkeypatch.setattr(train, "train_digits_vit", fake_train)
     out = tmp_path / "repo"
     with pytest.raises(SystemExit) as exc:
         er.main(["--out", str(out)])
-    assert "vit_dyt test accuracy 0.5000 is below the required 0.85" in str(exc.value.code)
+    assert str(exc.value.code) == (
+        "export_repository: ERROR: vit_dyt test accuracy 0.5000, vit_relu_attn test accuracy 0.8400, "
+        "vit_dyt_relu_attn test accuracy 0.5000 are below the required 0.85; repository not written")
     assert not (out / "manifest.json").exists()
     assert not any(p.is_file() for p in out.rglob("*"))
 
@@ -226,3 +250,78 @@ def test_config_generator_matches_brief_example():
         'instance_group { count: 1 device: "cpu" }\n'
         'parameters { key: "norm" value: "dyt" }\n'
         'parameters { key: "test_accuracy" value: "0.9583" }\n')
+
+
+EXPECTED_ARMS = [
+    # experiment, arm, model, weight, shadow, shadow_fraction
+    ("vit", "ln", "vit_ln", 50, False, None),
+    ("vit", "dyt", "vit_dyt", 50, False, None),
+    ("llama", "rms", "llama_rms", 100, False, None),
+    ("llama", "dyt_shadow", "llama_dyt", None, True, 0.5),
+]
+
+
+def _parse_experiments(text):
+    """A small reader for the ExperimentList text written by the exporter:
+    [(experiment, arm, model, weight, shadow, shadow_fraction)]."""
+    arms = []
+    experiment = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or line in ("experiments {", "}"):
+            continue
+        m = re.fullmatch(r'name: "(\w+)"', line)
+        if m:
+            experiment = m.group(1)
+            continue
+        m = re.fullmatch(r'arms \{ name: "(\w+)" model: "(\w+)"( weight: (\d+))?'
+                         r'( shadow: (true|false))?( shadow_fraction: ([0-9.]+))? \}', line)
+        assert m, f"unexpected line {raw!r}"
+        arms.append((experiment, m.group(1), m.group(2), int(m.group(4)) if m.group(4) else None,
+                     m.group(6) == "true", float(m.group(8)) if m.group(8) else None))
+    return arms
+
+
+def test_experiments_file(repo):
+    text = (repo / "experiments.pbtxt").read_text()
+    assert text == er.EXPERIMENTS_PBTXT
+    arms = _parse_experiments(text)
+    assert arms == EXPECTED_ARMS
+    assert text.count("experiments {") == 2
+    for _, _, model, _, _, _ in arms:
+        assert (repo / model / "1" / "model.pt").is_file(), model
+    # written atomically with the others, no temp files left behind
+    assert not [p.name for p in repo.iterdir() if p.name.startswith(".")]
+    assert _manifest(repo)["experiments_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+
+
+def _proto_defining(message):
+    for path in sorted(PROTO_ROOT.rglob("*.proto")):
+        if re.search(rf"^message {message}\b", path.read_text(), re.M):
+            return path.relative_to(PROTO_ROOT).as_posix()
+    return None
+
+
+@pytest.mark.skipif(shutil.which("protoc") is None, reason="protoc not installed")
+def test_experiments_parse_with_protoc(repo):
+    proto = _proto_defining("ExperimentList")
+    if proto is None:
+        pytest.skip("no .proto under proto/ defines message ExperimentList yet")
+    proc = subprocess.run(
+        ["protoc", f"--proto_path={PROTO_ROOT}", "--encode=dytserve.v1.ExperimentList", proto],
+        input=(repo / "experiments.pbtxt").read_bytes(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout
+
+
+def test_up_to_date_needs_every_file(tmp_path):
+    """The no-op check: the manifest's source hash and every expected file,
+    experiments.pbtxt included."""
+    for f in er.expected_files(tmp_path):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x")
+    (tmp_path / "manifest.json").write_text(json.dumps({"source_hash": "abc"}))
+    assert er.up_to_date(tmp_path, "abc")
+    assert not er.up_to_date(tmp_path, "abd")
+    (tmp_path / "experiments.pbtxt").unlink()
+    assert not er.up_to_date(tmp_path, "abc")
