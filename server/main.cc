@@ -17,6 +17,8 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+
+#include <atomic>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
@@ -65,6 +67,11 @@ ABSL_FLAG(std::string, inference_token_file, "",
 ABSL_FLAG(int, max_connection_age_s, 0,
           "Close client connections after this many seconds (with a grace period for calls in flight), so "
           "clients re-resolve a headless Service and find new replicas; 0: never");
+ABSL_FLAG(int64_t, max_request_elements, int64_t{1} << 28,
+          "Most tensor elements one request may declare over all its inputs; 0: no limit");
+ABSL_FLAG(int64_t, max_request_rows, 0, "Most rows one request may carry; 0: the model's max_batch_size only");
+ABSL_FLAG(int, drain_timeout_s, 30,
+          "Longest an unload or reload waits for the old version's queued and running requests");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
 
 namespace dytserve {
@@ -173,6 +180,10 @@ int Run() {
   sigaction(SIGTERM, &action, nullptr);
 
   if (absl::GetFlag(FLAGS_shutdown_grace_s) < 0) return Fail("--shutdown_grace_s must be >= 0");
+  if (absl::GetFlag(FLAGS_drain_timeout_s) < 0) return Fail("--drain_timeout_s must be >= 0");
+  if (absl::GetFlag(FLAGS_max_request_elements) < 0 || absl::GetFlag(FLAGS_max_request_rows) < 0) {
+    return Fail("--max_request_elements and --max_request_rows must be >= 0");
+  }
   if (absl::GetFlag(FLAGS_max_connection_age_s) < 0 || absl::GetFlag(FLAGS_max_connection_age_s) > 86400 * 365) {
     return Fail("--max_connection_age_s must be in 0..31536000");
   }
@@ -189,7 +200,9 @@ int Run() {
   InferenceEngine::Options engine_options;
   engine_options.server_version = kVersion;
   engine_options.strict_readiness = absl::GetFlag(FLAGS_strict_readiness);
-  InferenceEngine engine(engine_options, *std::move(repository), report.failures.size(), &metrics);
+  engine_options.max_request_elements = absl::GetFlag(FLAGS_max_request_elements);
+  engine_options.max_request_rows = absl::GetFlag(FLAGS_max_request_rows);
+  InferenceEngine engine(engine_options, *std::move(repository), &metrics);
   std::vector<absl::Status> experiment_failures;
   if (absl::Status s = engine.LoadExperiments(repo_path, &experiment_failures); !s.ok()) {
     LogError(absl::StrCat("experiments not loaded: ", s.message()));
@@ -217,7 +230,21 @@ int Run() {
 
   grpc::EnableDefaultHealthCheckService(true);
   InferenceService service(&engine, &inference_auth);
-  ControlService control(&engine.router(), &admin_auth);
+  // Set once the server exists; load and unload calls can only come after.
+  std::atomic<grpc::HealthCheckServiceInterface*> health_service{nullptr};
+  auto update_health = [&engine, &health_service] {
+    grpc::HealthCheckServiceInterface* health = health_service.load();
+    if (health == nullptr) return;
+    for (const std::string& name : engine.repository().discovered()) {
+      health->SetServingStatus(name, engine.ModelReady(name, ""));
+    }
+    const v1::ExperimentList experiments = engine.router().List();
+    for (const v1::Experiment& e : experiments.experiments()) {
+      health->SetServingStatus(e.name(), engine.ModelReady(e.name(), ""));
+    }
+    health->SetServingStatus("", engine.Ready());
+  };
+  ControlService control(&engine, &admin_auth, absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)), update_health);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(HostPort(host, grpc_port), *credentials, &bound_port);
@@ -236,13 +263,8 @@ int Run() {
   }
 
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  for (const std::string& name : engine.repository().discovered()) {
-    health->SetServingStatus(name, engine.ModelReady(name, ""));
-  }
-  for (const v1::Experiment& e : experiments.experiments()) {
-    health->SetServingStatus(e.name(), engine.ModelReady(e.name(), ""));
-  }
-  health->SetServingStatus("", engine.Ready());
+  health_service.store(health);
+  update_health();
 
   std::printf("dytserve listening grpc=%s metrics=%s\n", HostPort(host, bound_port).c_str(),
               HostPort(host, (*metrics_server)->port()).c_str());

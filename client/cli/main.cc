@@ -14,6 +14,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "cli/experiment_command.h"
@@ -120,6 +121,36 @@ int Metadata(Client& client, const std::vector<std::string>& args) {
   return 0;
 }
 
+int Repository(Client& client, const std::vector<std::string>& args) {
+  if (args.size() == 1 && args[0] == "index") {
+    absl::StatusOr<std::vector<RepositoryModel>> index = client.RepositoryIndex();
+    if (!index.ok()) return Fail(index.status().ToString());
+    std::string out = "[";
+    for (size_t i = 0; i < index->size(); ++i) {
+      const RepositoryModel& m = (*index)[i];
+      absl::StrAppend(&out, i ? "," : "", "{\"name\":", JsonString(m.name), ",\"versions\":[",
+                      absl::StrJoin(m.versions, ","), "],\"state\":", JsonString(m.state),
+                      ",\"reason\":", JsonString(m.reason), "}");
+    }
+    std::printf("%s]\n", out.c_str());
+    return 0;
+  }
+  if (args.size() == 2 && args[0] == "load") {
+    absl::StatusOr<std::vector<int64_t>> versions = client.LoadModel(args[1]);
+    if (!versions.ok()) return Fail(versions.status().ToString());
+    std::printf("{\"loaded\":%s,\"versions\":[%s]}\n", JsonString(args[1]).c_str(),
+                absl::StrJoin(*versions, ",").c_str());
+    return 0;
+  }
+  if (args.size() == 2 && args[0] == "unload") {
+    absl::Status s = client.UnloadModel(args[1]);
+    if (!s.ok()) return Fail(s.ToString());
+    std::printf("{\"unloaded\":%s}\n", JsonString(args[1]).c_str());
+    return 0;
+  }
+  return Fail("usage: dytserve-cli repository index | load MODEL | unload MODEL");
+}
+
 int Infer(Client& client, const std::vector<std::string>& args) {
   if (args.size() != 1) return Fail("usage: dytserve-cli infer MODEL [flags]");
   const std::string& model = args[0];
@@ -170,7 +201,8 @@ int main(int argc, char** argv) {
       "  health [MODEL]     grpc.health.v1 status (and live/ready) of the server or a model\n"
       "  metadata [MODEL]   server or model metadata\n"
       "  infer MODEL        one inference with generated (--fill) or --input_json inputs\n"
-      "  experiment ...     A/B experiments: list, get, create, update, weights, delete, report");
+      "  experiment ...     A/B experiments: list, get, create, update, weights, delete, report\n"
+      "  repository ...     the model repository: index, load MODEL (or reload), unload MODEL");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() < 2) return dytserve::cli::Fail("missing command: health, metadata, infer or experiment (--help)");
   const std::string command = positional[1];
@@ -181,5 +213,6 @@ int main(int argc, char** argv) {
   if (command == "metadata") return dytserve::cli::Metadata(**client, args);
   if (command == "infer") return dytserve::cli::Infer(**client, args);
   if (command == "experiment") return dytserve::cli::ExperimentCommand(**client, args);
-  return dytserve::cli::Fail(absl::StrCat("unknown command '", command, "' (health, metadata, infer, experiment)"));
+  if (command == "repository") return dytserve::cli::Repository(**client, args);
+  return dytserve::cli::Fail(absl::StrCat("unknown command '", command, "' (health, metadata, infer, experiment, repository)"));
 }

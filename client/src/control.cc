@@ -1,4 +1,4 @@
-// Client's dytserve.v1.Control calls. Changes go to every endpoint in turn,
+// Client's dytserve.v1.Control calls (experiments, repository). Changes go to every endpoint in turn,
 // so replicas behind one client agree on their experiments; reads ask the
 // first endpoint.
 #include "absl/strings/str_cat.h"
@@ -96,6 +96,38 @@ absl::StatusOr<std::vector<Experiment>> Client::ListExperiments() {
   std::vector<Experiment> out;
   for (const v1::Experiment& e : resp.experiments()) out.push_back(FromProto(e));
   return out;
+}
+
+absl::StatusOr<std::vector<RepositoryModel>> Client::RepositoryIndex() {
+  v1::RepositoryIndexResponse resp;
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  if (absl::Status s = FromGrpc(impl_->control.front()->RepositoryIndex(&ctx, {}, &resp)); !s.ok()) return s;
+  std::vector<RepositoryModel> out;
+  for (const auto& m : resp.models()) {
+    out.push_back({m.name(), {m.versions().begin(), m.versions().end()}, m.state(), m.reason()});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> Client::LoadModel(absl::string_view name) {
+  v1::LoadModelRequest req;
+  req.set_name(std::string(name));
+  v1::LoadModelResponse resp;
+  absl::Status s = OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
+    return stub.LoadModel(ctx, req, &resp);
+  });
+  if (!s.ok()) return s;
+  return std::vector<int64_t>(resp.versions().begin(), resp.versions().end());
+}
+
+absl::Status Client::UnloadModel(absl::string_view name) {
+  v1::UnloadModelRequest req;
+  req.set_name(std::string(name));
+  v1::UnloadModelResponse resp;
+  return OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
+    return stub.UnloadModel(ctx, req, &resp);
+  });
 }
 
 }  // namespace dytserve

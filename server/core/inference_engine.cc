@@ -26,6 +26,38 @@ absl::Status ApplyTimeout(const inference::ModelInferRequest& request, const Mod
   return absl::OkStatus();
 }
 
+// The limits of `options` against the shapes `request` declares.
+absl::Status CheckLimits(const inference::ModelInferRequest& request, const ModelSpec& spec,
+                         const InferenceEngine::Options& options) {
+  int64_t elements = 0;
+  for (const auto& input : request.inputs()) {
+    int64_t n = 1;
+    for (int64_t d : input.shape()) {
+      // Negative dims are the codec's to reject, naming the input.
+      if (d <= 0) {
+        n = 0;
+        break;
+      }
+      // An overflowing shape is the codec's to reject, with its own message.
+      if (d > (int64_t{1} << 62) / n) return absl::OkStatus();
+      n *= d;
+    }
+    elements = std::min(elements + n, int64_t{1} << 62);
+    if (options.max_request_rows > 0 && spec.batched() && input.shape_size() > 0 &&
+        input.shape(0) > options.max_request_rows) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", input.name(), "': ", input.shape(0),
+                                                     " rows, over the server's --max_request_rows=",
+                                                     options.max_request_rows));
+    }
+  }
+  if (options.max_request_elements > 0 && elements > options.max_request_elements) {
+    return absl::InvalidArgumentError(absl::StrCat("the request's inputs hold ", elements,
+                                                   " elements, over the server's --max_request_elements=",
+                                                   options.max_request_elements));
+  }
+  return absl::OkStatus();
+}
+
 // The "routing_key" parameter, else the transport's; INVALID_ARGUMENT when
 // the parameter is not a string.
 absl::StatusOr<std::string> RoutingKey(const inference::ModelInferRequest& request, const InferCall& call) {
@@ -40,10 +72,10 @@ absl::StatusOr<std::string> RoutingKey(const inference::ModelInferRequest& reque
 }  // namespace
 
 InferenceEngine::InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository,
-                                 size_t failed_models, ServerMetrics* metrics)
+                                 ServerMetrics* metrics)
     : options_(std::move(options)),
       repository_(std::move(repository)),
-      failed_loads_(failed_models),
+      failed_loads_(0),
       router_(repository_.get(), metrics) {}
 
 InferenceEngine::~InferenceEngine() { Shutdown(); }
@@ -70,6 +102,10 @@ absl::StatusOr<std::unique_ptr<BatchTask>> InferenceEngine::MakeTask(ModelVersio
                                                                      const inference::ModelInferRequest& request,
                                                                      inference::ModelInferResponse* response,
                                                                      InferCall call, absl::Time received) {
+  if (absl::Status s = CheckLimits(request, model.spec(), options_); !s.ok()) {
+    metrics->RecordRequest(s.code(), absl::ToDoubleSeconds(absl::Now() - received));
+    return absl::Status(s.code(), absl::StrCat("model '", model.spec().name, "': ", s.message()));
+  }
   absl::StatusOr<DecodedRequest> decoded = absl::InternalError("decoding did not run");
   try {
     decoded = DecodeRequest(request, model.spec());
@@ -110,6 +146,7 @@ absl::Status InferenceEngine::SubmitToExperiment(const CompiledExperiment& exper
                                                  inference::ModelInferResponse* response, InferCall call,
                                                  absl::Time received) {
   const std::string& name = experiment.config.name();
+  if (!experiment.broken.ok()) return experiment.broken;
   if (!request.model_version().empty()) {
     return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment: its arms choose the model "
                                                    "version, so model_version must be empty"));
@@ -176,16 +213,35 @@ absl::Status InferenceEngine::LoadExperiments(const std::filesystem::path& root,
   return s;
 }
 
+absl::StatusOr<std::vector<int64_t>> InferenceEngine::LoadModel(absl::string_view name,
+                                                                absl::Duration drain_timeout) {
+  if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
+  if (router_.Find(name) != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment, not a model"));
+  }
+  return repository_->LoadModel(name, drain_timeout, [this] { router_.Refresh(); });
+}
+
+absl::Status InferenceEngine::UnloadModel(absl::string_view name, absl::Duration drain_timeout) {
+  if (shutting_down_.load()) return absl::UnavailableError("the server is shutting down");
+  return repository_->UnloadModel(name, drain_timeout, [this] { router_.Refresh(); });
+}
+
 bool InferenceEngine::Ready() const {
   if (shutting_down_.load()) return false;
-  if (options_.strict_readiness && failed_loads_.load() > 0) return false;
+  if (options_.strict_readiness) {
+    if (failed_loads_.load() > 0) return false;  // experiments that did not load
+    for (const ModelRepository::IndexEntry& e : repository_->Index()) {
+      if (e.state != "READY" && e.reason != "unloaded") return false;  // a model that failed to load
+    }
+  }
   return !repository_->ModelNames().empty();
 }
 
 bool InferenceEngine::ModelReady(absl::string_view name, absl::string_view version) const {
   if (shutting_down_.load()) return false;
   if (std::shared_ptr<const CompiledExperiment> experiment = router_.Find(name)) {
-    if (!version.empty()) return false;
+    if (!version.empty() || !experiment->broken.ok()) return false;
     for (const RoutedArm& arm : experiment->serving) {
       if (!repository_->Find(arm.model->spec().name, arm.model->version_string()).ok()) return false;
     }
@@ -209,6 +265,7 @@ absl::StatusOr<inference::ModelMetadataResponse> InferenceEngine::ModelMetadata(
   if (experiment != nullptr && !version.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment; it has no versions"));
   }
+  if (experiment != nullptr && !experiment->broken.ok()) return experiment->broken;
   absl::StatusOr<std::shared_ptr<ModelVersion>> served =
       experiment != nullptr ? experiment->serving.front().model : repository_->Find(name, version);
   if (!served.ok()) return served.status();

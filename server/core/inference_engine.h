@@ -25,12 +25,16 @@ class InferenceEngine {
     std::string server_version;
     // Triton's strict readiness: ready only when every model found loaded.
     bool strict_readiness = true;
+    // Limits on one request, checked on the shapes it declares before
+    // anything is decoded or allocated. 0: no limit beyond the model's own
+    // (max_batch_size) and the transport's message size.
+    int64_t max_request_elements = 0;  // summed over its inputs
+    int64_t max_request_rows = 0;
   };
 
   // `metrics` must outlive the engine; the engine's router creates the
   // metric handles of experiments with it.
-  InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository, size_t failed_models,
-                  ServerMetrics* metrics);
+  InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository, ServerMetrics* metrics);
   ~InferenceEngine();
 
   // Validates `request` and queues it. On OK the engine owns the call and
@@ -52,6 +56,11 @@ class InferenceEngine {
   // server unready. An unreadable or malformed file is the returned error.
   absl::Status LoadExperiments(const std::filesystem::path& root, std::vector<absl::Status>* failures);
 
+  // Repository control (Triton's explicit mode): see ModelRepository. Both
+  // refresh the experiments, so arms follow the versions now served.
+  absl::StatusOr<std::vector<int64_t>> LoadModel(absl::string_view name, absl::Duration drain_timeout);
+  absl::Status UnloadModel(absl::string_view name, absl::Duration drain_timeout);
+
   bool Live() const { return true; }
   bool Ready() const;
   bool ModelReady(absl::string_view name, absl::string_view version) const;
@@ -60,6 +69,7 @@ class InferenceEngine {
                                                                  absl::string_view version) const;
 
   const ModelRepository& repository() const { return *repository_; }
+  ModelRepository& repository() { return *repository_; }
   Router& router() { return router_; }
 
   // New calls get UNAVAILABLE; queued ones are completed with UNAVAILABLE.
@@ -81,6 +91,7 @@ class InferenceEngine {
   void SubmitShadow(const RoutedArm& shadow, const inference::ModelInferRequest& request, absl::Time deadline,
                     absl::Time received, std::shared_ptr<ShadowComparison> comparison);
 
+  // Experiments of experiments.pbtxt that failed (models: the repository's index).
   std::atomic<size_t> failed_loads_;
   Router router_;
   std::atomic<bool> shutting_down_{false};

@@ -53,13 +53,33 @@ absl::StatusOr<std::vector<int64_t>> SelectVersions(const fs::path& model_dir, c
   return selected;
 }
 
+absl::StatusOr<ModelRepository::Versions_> ModelRepository::LoadVersions(const fs::path& dir) const {
+  absl::StatusOr<ModelSpec> spec = LoadModelSpec(dir);
+  if (!spec.ok()) return spec.status();
+  absl::StatusOr<std::vector<int64_t>> selected = SelectVersions(dir, *spec);
+  if (!selected.ok()) return selected.status();
+  Versions_ versions;
+  for (int64_t v : *selected) {
+    absl::StatusOr<std::shared_ptr<ModelVersion>> served =
+        ModelVersion::Load(*spec, v, dir / std::to_string(v) / "model.pt", metrics_);
+    if (!served.ok()) {
+      // What loaded of this model goes: a model is served whole or not.
+      for (auto& [unused, loaded] : versions) loaded->Shutdown();
+      return absl::Status(served.status().code(),
+                          absl::StrCat("version ", v, ": ", served.status().message()));
+    }
+    versions[v] = *std::move(served);
+  }
+  return versions;
+}
+
 absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const fs::path& root, ServerMetrics* metrics,
                                                                         LoadReport* report) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) {
     return absl::NotFoundError(absl::StrCat("model repository '", root.string(), "' is not a directory"));
   }
-  auto repo = std::unique_ptr<ModelRepository>(new ModelRepository());
+  auto repo = std::unique_ptr<ModelRepository>(new ModelRepository(root, metrics));
   std::vector<fs::path> dirs;
   for (auto it = fs::directory_iterator(root, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     std::error_code entry_ec;
@@ -69,29 +89,117 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Load(const fs:
   std::sort(dirs.begin(), dirs.end());
   for (const fs::path& dir : dirs) {
     const std::string name = dir.filename().string();
-    repo->discovered_.push_back(name);
-    absl::StatusOr<ModelSpec> spec = LoadModelSpec(dir);
-    absl::StatusOr<std::vector<int64_t>> versions =
-        spec.ok() ? SelectVersions(dir, *spec) : absl::StatusOr<std::vector<int64_t>>(spec.status());
+    absl::StatusOr<Versions_> versions = repo->LoadVersions(dir);
+    absl::MutexLock lock(&repo->mu_);
     if (!versions.ok()) {
-      LogError(absl::StrCat("not serving model '", name, "': ", versions.status().message()));
-      report->failures.push_back(versions.status());
+      const std::string message = absl::StrCat("model '", name, "': ", versions.status().message());
+      LogError(absl::StrCat("not serving ", message));
+      report->failures.push_back(absl::Status(versions.status().code(), message));
+      repo->not_ready_[name] = std::string(versions.status().message());
       continue;
     }
-    for (int64_t v : *versions) {
-      absl::StatusOr<std::shared_ptr<ModelVersion>> served =
-          ModelVersion::Load(*spec, v, dir / std::to_string(v) / "model.pt", metrics);
-      if (!served.ok()) {
-        LogError(absl::StrCat("not serving model '", name, "' version ", v, ": ", served.status().message()));
-        report->failures.push_back(served.status());
-        continue;
-      }
-      absl::MutexLock lock(&repo->mu_);
-      repo->models_[name][v] = *std::move(served);
-      report->loaded.push_back(absl::StrCat(name, ":", v));
-    }
+    for (const auto& [v, unused] : *versions) report->loaded.push_back(absl::StrCat(name, ":", v));
+    repo->models_[name] = *std::move(versions);
   }
   return repo;
+}
+
+absl::StatusOr<std::vector<int64_t>> ModelRepository::LoadModel(absl::string_view name,
+                                                                absl::Duration drain_timeout,
+                                                                const std::function<void()>& after_swap) {
+  const bool plain = !name.empty() && name != "." && name != ".." &&
+                     name.find_first_of("/\\") == absl::string_view::npos && name.find('\0') == absl::string_view::npos;
+  if (!plain) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a model directory name (no '/', '..')"));
+  }
+  const fs::path dir = root_ / std::string(name);
+  std::error_code ec;
+  // A symlink may point anywhere; the model it names must still live inside
+  // the repository, or a load call could read any file the server can.
+  const fs::path real_root = fs::canonical(root_, ec);
+  const fs::path real_dir = ec ? fs::path() : fs::canonical(dir, ec);
+  if (ec || !fs::is_directory(real_dir, ec)) {
+    return absl::NotFoundError(absl::StrCat("model '", name, "': no directory ", dir.string()));
+  }
+  if (real_dir.parent_path() != real_root) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", name, "': ", dir.string(), " leads outside the repository (to ", real_dir.string(), ")"));
+  }
+  absl::MutexLock control(&control_mu_);
+  absl::StatusOr<Versions_> loaded = LoadVersions(dir);
+  if (!loaded.ok()) {
+    LogError(absl::StrCat("load of model '", name, "' failed, what was served stays: ", loaded.status().message()));
+    return absl::Status(loaded.status().code(), absl::StrCat("model '", name, "': ", loaded.status().message()));
+  }
+  std::vector<int64_t> versions;
+  for (const auto& [v, unused] : *loaded) versions.push_back(v);
+  Versions_ old;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = models_.find(name);
+    if (it != models_.end()) old = std::move(it->second);
+    models_[std::string(name)] = *std::move(loaded);
+    not_ready_.erase(std::string(name));
+  }
+  LogInfo(absl::StrCat("model '", name, "' loaded: versions ", absl::StrJoin(versions, ", ")));
+  if (after_swap) after_swap();
+  for (auto& [v, version] : old) DrainAndShutdown(std::move(version), drain_timeout);
+  return versions;
+}
+
+absl::Status ModelRepository::UnloadModel(absl::string_view name, absl::Duration drain_timeout,
+                                          const std::function<void()>& after_swap) {
+  absl::MutexLock control(&control_mu_);
+  Versions_ old;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) return absl::NotFoundError(absl::StrCat("model '", name, "' is not served"));
+    old = std::move(it->second);
+    models_.erase(it);
+    not_ready_[std::string(name)] = "unloaded";
+  }
+  if (after_swap) after_swap();
+  int64_t left = 0;
+  for (auto& [v, version] : old) left += DrainAndShutdown(std::move(version), drain_timeout);
+  LogInfo(absl::StrCat("model '", name, "' unloaded", left > 0 ? absl::StrCat(" (", left, " rows cut off)") : ""));
+  return absl::OkStatus();
+}
+
+int64_t DrainAndShutdown(std::shared_ptr<ModelVersion> version, absl::Duration timeout) {
+  const absl::Time give_up = absl::Now() + timeout;
+  // Unreachable now, so the count only falls: a request still holding it
+  // found it before the swap and is about to queue on it.
+  while (absl::Now() < give_up && (version.use_count() > 1 || version->load() > 0)) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  const int64_t left = version->load();
+  version->Shutdown();
+  return left;
+}
+
+std::vector<ModelRepository::IndexEntry> ModelRepository::Index() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, IndexEntry> entries;
+  for (const auto& [name, versions] : models_) {
+    IndexEntry& e = entries[name];
+    e.name = name;
+    e.state = "READY";
+    for (const auto& [v, unused] : versions) e.versions.push_back(v);
+  }
+  for (const auto& [name, reason] : not_ready_) {
+    if (entries.count(name) > 0) continue;
+    entries[name] = {name, {}, "UNAVAILABLE", reason};
+  }
+  std::vector<IndexEntry> out;
+  for (auto& [name, e] : entries) out.push_back(std::move(e));
+  return out;
+}
+
+std::vector<std::string> ModelRepository::discovered() const {
+  std::vector<std::string> names;
+  for (const IndexEntry& e : Index()) names.push_back(e.name);
+  return names;
 }
 
 absl::StatusOr<std::shared_ptr<ModelVersion>> ModelRepository::Find(absl::string_view name,

@@ -79,6 +79,12 @@ absl::Status ModelVersion::Schedule(std::unique_ptr<BatchTask>* task) {
   return best->Schedule(task);
 }
 
+int64_t ModelVersion::load() const {
+  int64_t total = 0;
+  for (const Instance& instance : instances_) total += instance.batcher->load();
+  return total;
+}
+
 void ModelVersion::Shutdown() {
   for (Instance& instance : instances_) instance.batcher->Shutdown();
 }

@@ -37,6 +37,9 @@ class ModelVersion {
   // Hands the task to the least-loaded instance; Batcher::Schedule's contract.
   absl::Status Schedule(std::unique_ptr<BatchTask>* task);
 
+  // Queued plus executing rows over all instances.
+  int64_t load() const;
+
   // Refuses new tasks and completes queued ones with UNAVAILABLE. Idempotent.
   void Shutdown();
 

@@ -7,6 +7,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "server/core/log.h"
 #include "server/core/text_proto.h"
 
 namespace dytserve {
@@ -213,6 +214,31 @@ v1::ExperimentList Router::List() const {
   absl::ReaderMutexLock lock(&mu_);
   for (const auto& [name, e] : experiments_) *list.add_experiments() = e->config;
   return list;
+}
+
+void Router::Refresh() {
+  absl::MutexLock write(&write_mu_);
+  std::vector<v1::Experiment> configs;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [name, e] : experiments_) configs.push_back(e->config);
+  }
+  for (const v1::Experiment& config : configs) {
+    absl::StatusOr<std::shared_ptr<const CompiledExperiment>> compiled = Compile(config);
+    std::shared_ptr<const CompiledExperiment> snapshot;
+    if (compiled.ok()) {
+      snapshot = *std::move(compiled);
+    } else {
+      auto broken = std::make_shared<CompiledExperiment>();
+      broken->config = config;
+      broken->broken = absl::UnavailableError(
+          absl::StrCat("experiment '", config.name(), "' cannot route: ", compiled.status().message()));
+      LogWarning(broken->broken.message());
+      snapshot = std::move(broken);
+    }
+    absl::MutexLock lock(&mu_);
+    experiments_[config.name()] = std::move(snapshot);
+  }
 }
 
 std::shared_ptr<const CompiledExperiment> Router::Find(absl::string_view name) const {

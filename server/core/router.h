@@ -35,6 +35,10 @@ struct RoutedArm {
 
 struct CompiledExperiment {
   v1::Experiment config;
+  // Not OK when a model its arms need is no longer served (unloaded or
+  // reloaded without a version an arm names): the experiment keeps its
+  // configuration but answers UNAVAILABLE until the model is back.
+  absl::Status broken;
   std::vector<RoutedArm> serving;   // parallel to `weights`
   std::vector<WeightedArm> weights;
   uint64_t total_weight = 0;
@@ -63,6 +67,10 @@ class Router {
   absl::Status Delete(absl::string_view name);
   absl::StatusOr<v1::Experiment> Get(absl::string_view name) const;
   v1::ExperimentList List() const;
+
+  // Compiles every experiment again against the repository as it is now;
+  // called after models were loaded or unloaded.
+  void Refresh();
 
   // The current snapshot of experiment `name`; nullptr when there is none.
   std::shared_ptr<const CompiledExperiment> Find(absl::string_view name) const;

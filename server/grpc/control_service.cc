@@ -69,4 +69,56 @@ grpc::ServerUnaryReactor* ControlService::DeleteExperiment(grpc::CallbackServerC
   });
 }
 
+ControlService::~ControlService() {
+  absl::MutexLock lock(&threads_mu_);
+  for (std::thread& t : threads_) t.join();
+}
+
+grpc::ServerUnaryReactor* ControlService::Background(grpc::CallbackServerContext* ctx,
+                                                     std::function<absl::Status()> work) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  if (absl::Status s = admin_->Check(*ctx); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  absl::MutexLock lock(&threads_mu_);
+  threads_.emplace_back([reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::RepositoryIndex(grpc::CallbackServerContext* ctx,
+                                                          const v1::RepositoryIndexRequest*,
+                                                          v1::RepositoryIndexResponse* resp) {
+  return Answer(ctx, *admin_, [&] {
+    for (const ModelRepository::IndexEntry& e : engine_->repository().Index()) {
+      v1::RepositoryIndexResponse::Model* m = resp->add_models();
+      m->set_name(e.name);
+      for (int64_t v : e.versions) m->add_versions(v);
+      m->set_state(e.state);
+      m->set_reason(e.reason);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlService::LoadModel(grpc::CallbackServerContext* ctx, const v1::LoadModelRequest* req,
+                                                    v1::LoadModelResponse* resp) {
+  return Background(ctx, [this, name = req->name(), resp] {
+    absl::StatusOr<std::vector<int64_t>> versions = engine_->LoadModel(name, drain_timeout_);
+    if (!versions.ok()) return versions.status();
+    for (int64_t v : *versions) resp->add_versions(v);
+    if (on_models_changed_) on_models_changed_();
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlService::UnloadModel(grpc::CallbackServerContext* ctx,
+                                                      const v1::UnloadModelRequest* req, v1::UnloadModelResponse*) {
+  return Background(ctx, [this, name = req->name()] {
+    absl::Status s = engine_->UnloadModel(name, drain_timeout_);
+    if (s.ok() && on_models_changed_) on_models_changed_();
+    return s;
+  });
+}
+
 }  // namespace dytserve

@@ -262,7 +262,9 @@ TEST_F(ServerTest, HugeShapeWithoutContentsIsRefusedWithoutAllocating) {
   inference::ModelInferResponse resp;
   const grpc::Status s = RawInfer(req, &resp);
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << s.error_message();
-  EXPECT_NE(s.error_message().find("has 0 values"), std::string::npos) << s.error_message();
+  // The server's element limit sees it first, from the declared shape alone.
+  EXPECT_NE(s.error_message().find("over the server's --max_request_elements"), std::string::npos)
+      << s.error_message();
   req.mutable_inputs(0)->set_shape(1, 0);
   EXPECT_EQ(RawInfer(req, &resp).error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_TRUE(*client_->ServerLive());
@@ -493,6 +495,35 @@ TEST(Devices, AutoFallsBackToCpuAndMissingCudaIsAModelError) {
       << log;
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
   fs::remove_all(dir);
+}
+
+TEST(Limits, ElementAndRowLimitsRefuseOnlyWhatIsOver) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+      kServer, {absl::StrCat("--model_repository=", kRepo), "--max_request_elements=200", "--max_request_rows=3"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  std::unique_ptr<Client> client = *Client::Create(options);
+  auto image = [](int64_t rows) {
+    return std::vector<Tensor>{
+        Tensor::From<float>("pixel_values", {rows, 1, 8, 8}, std::vector<float>(static_cast<size_t>(rows * 64)))};
+  };
+  EXPECT_TRUE(client->Infer("vit_ln", image(3)).ok());  // 192 elements, 3 rows
+  absl::Status rows = client->Infer("vit_ln", image(4)).status();
+  EXPECT_EQ(rows.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(rows.message().find("4 rows, over the server's --max_request_rows=3"), std::string::npos) << rows;
+  auto tokens = Tensor::From<int64_t>("input_ids", {1, 201}, std::vector<int64_t>(201, 1));
+  absl::Status elements = client->Infer("llama_rms", {tokens}).status();
+  EXPECT_EQ(elements.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(elements.message().find("201 elements, over the server's --max_request_elements=200"), std::string::npos)
+      << elements;
+  EXPECT_TRUE(client->Infer("llama_rms", {Tensor::From<int64_t>("input_ids", {1, 200}, std::vector<int64_t>(200, 1))})
+                  .ok());
+  absl::StatusOr<std::unique_ptr<ServerProcess>> negative = ServerProcess::Start(
+      kServer, {absl::StrCat("--model_repository=", kRepo), "--max_request_rows=-1"}, absl::Seconds(60));
+  ASSERT_FALSE(negative.ok());
+  EXPECT_NE(negative.status().message().find("--max_request_rows must be >= 0"), std::string::npos)
+      << negative.status();
 }
 
 TEST(BadFlags, ServerRefusesWithAClearMessage) {

@@ -123,6 +123,11 @@ class Client {
   absl::StatusOr<Experiment> GetExperiment(absl::string_view name);
   absl::StatusOr<std::vector<Experiment>> ListExperiments();
   absl::Status DeleteExperiment(absl::string_view name);
+  // The model repository (Triton's explicit model control). Load and unload
+  // go to every endpoint; a load that fails leaves the served versions.
+  absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex();
+  absl::StatusOr<std::vector<int64_t>> LoadModel(absl::string_view name);
+  absl::Status UnloadModel(absl::string_view name);
 
   // Builds the wire request Infer would send; exposed for tools that need the
   // protocol message itself (load generators, tests).

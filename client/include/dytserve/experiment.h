@@ -1,5 +1,5 @@
-// An A/B experiment as the client library sees it: plain structs mirroring
-// dytserve.v1.Experiment, so users need no generated protobuf code.
+// What the control service deals in, as the client library sees it: plain
+// structs mirroring dytserve.v1 messages, so users need no generated code.
 #ifndef DYTSERVE_CLIENT_EXPERIMENT_H_
 #define DYTSERVE_CLIENT_EXPERIMENT_H_
 
@@ -29,6 +29,14 @@ struct Experiment {
     }
     return nullptr;
   }
+};
+
+// One entry of the server's repository index.
+struct RepositoryModel {
+  std::string name;
+  std::vector<int64_t> versions;  // served; empty when not
+  std::string state;              // READY or UNAVAILABLE
+  std::string reason;
 };
 
 }  // namespace dytserve
