@@ -45,7 +45,7 @@ TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
 
   std::mt19937_64 rng(2024);
   std::vector<Request> requests;
-  for (const std::string model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
+  for (const std::string model : {"vit_ln", "vit_dyt", "vit_relu_attn", "vit_dyt_relu_attn", "llama_rms", "llama_dyt"}) {
     const bool decoder = model.rfind("llama", 0) == 0;
     const ModelMetadata metadata = *client->GetModelMetadata(model);
     for (int i = 0; i < 60; ++i) {
@@ -94,7 +94,7 @@ TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
   absl::StatusOr<std::string> after = testing::HttpGet((*server)->metrics_address(), "/metrics");
   ASSERT_TRUE(after.ok());
   double executions = 0, served = 0;
-  for (const std::string model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
+  for (const std::string model : {"vit_ln", "vit_dyt", "vit_relu_attn", "vit_dyt_relu_attn", "llama_rms", "llama_dyt"}) {
     const std::string labels = absl::StrCat("{model=\"", model, "\",version=\"1\"}");
     executions += Metric(*after, "dytserve_batch_executions_total" + labels) -
                   Metric(*before, "dytserve_batch_executions_total" + labels);
@@ -102,7 +102,7 @@ TEST(Batching, ConcurrentRequestsEqualTheSameRequestServedAlone) {
     served += Metric(*after, ok) - Metric(*before, ok);
   }
   EXPECT_EQ(served, static_cast<double>(requests.size()));
-  for (const std::string model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
+  for (const std::string model : {"vit_ln", "vit_dyt", "vit_relu_attn", "vit_dyt_relu_attn", "llama_rms", "llama_dyt"}) {
     EXPECT_EQ(Metric(*after, absl::StrCat("dytserve_queue_depth{model=\"", model, "\",version=\"1\"}")), 0)
         << model << ": the queue-depth gauge returns to 0 when the queue drains";
   }

@@ -116,7 +116,8 @@ class ExperimentTest : public testing::SuiteServerTest<ExperimentTest> {
     const fs::path dir = TestDir();
     fs::remove_all(dir);
     fs::create_directories(dir);
-    for (const char* model : {"vit_ln", "vit_dyt", "llama_rms", "llama_dyt"}) {
+    for (const char* model :
+         {"vit_ln", "vit_dyt", "vit_relu_attn", "vit_dyt_relu_attn", "llama_rms", "llama_dyt"}) {
       fs::create_directory_symlink(fs::path(kRepo) / model, dir / model);
     }
     // Every copy this shadow gets expires in its queue: shadow errors.
@@ -200,6 +201,30 @@ TEST_F(ExperimentTest, ResponseNamesTheArmAndItsModel) {
     EXPECT_EQ(r->model_name, arm == "ln" ? "vit_ln" : "vit_dyt");
     EXPECT_EQ(r->model_version, "1");
   }
+}
+
+TEST_F(ExperimentTest, SoftmaxFreeModelsJoinTheVitExperimentAsArms) {
+  auto client = MakeClient();
+  absl::StatusOr<Experiment> vit = client->GetExperiment("vit");
+  ASSERT_TRUE(vit.ok()) << vit.status();
+  Experiment four = *vit;
+  four.arms.push_back({"relu", "vit_relu_attn", "", 50, false, 0});
+  four.arms.push_back({"dyt_relu", "vit_dyt_relu_attn", "", 50, false, 0});
+  ASSERT_TRUE(client->UpdateExperiment(four).ok());
+  std::vector<Outcome> outcomes = RunMany(*client, "vit", Image(), 800, [](int) { return InferOptions{}; });
+  std::map<std::string, int> by_arm;
+  for (const Outcome& o : outcomes) {
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    ++by_arm[o.arm];
+  }
+  for (const char* arm : {"ln", "dyt", "relu", "dyt_relu"}) {
+    EXPECT_GT(by_arm[arm], 120) << arm << ": " << by_arm[arm] << " of 800";
+  }
+  const std::string scrape = Scrape();
+  EXPECT_GT(Sum(scrape, "dytserve_requests_total", {"experiment=\"vit\"", "arm=\"dyt_relu\"",
+                                                    "model=\"vit_dyt_relu_attn\"", "code=\"OK\""}),
+            0);
+  ASSERT_TRUE(client->UpdateExperiment(*vit).ok());  // back to the file's 50/50 for the other tests
 }
 
 TEST_F(ExperimentTest, WeightedRandomSplitLandsWithinTwoPercent) {

@@ -113,7 +113,8 @@ TEST_F(ServerTest, ListeningLineIsExactlyOneStdoutLine) {
 }
 
 TEST_F(ServerTest, VitOutputsMatchLibTorch) {
-  for (const std::string model : {"vit_ln", "vit_dyt"}) {
+  // The softmax pair and the softmax-free (ReLU(qk/sqrt(d))/L) pair.
+  for (const std::string model : {"vit_ln", "vit_dyt", "vit_relu_attn", "vit_dyt_relu_attn"}) {
     SCOPED_TRACE(model);
     const std::vector<Tensor> inputs = Inputs(model, 3, 1, 11);
     absl::StatusOr<InferResult> result = client_->Infer(model, inputs);
