@@ -137,7 +137,6 @@ at::Tensor OutputPart(const TensorSpec& output, const at::Tensor& full, const In
 void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vector<InferTask*>& tasks) {
   const ModelSpec& spec = model.spec();
   const absl::Time start = absl::Now();
-  for (InferTask* t : tasks) t->request_metrics().RecordQueue(absl::ToDoubleSeconds(start - t->received_at()));
 
   int64_t rows = 0;
   for (InferTask* t : tasks) rows += t->rows();
@@ -165,6 +164,16 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
   if (!status.ok()) {
     if (tasks.size() > 1) {
       // The failed pass is not counted: its rows are counted when re-run.
+      inputs.clear();
+      outputs = absl::StatusOr<std::vector<at::Tensor>>(status);
+      if (status.code() == absl::StatusCode::kResourceExhausted) {
+        // Out of memory: halves need about half the activations; what fails
+        // even alone fails with RESOURCE_EXHAUSTED.
+        const auto middle = tasks.begin() + static_cast<std::ptrdiff_t>(tasks.size() / 2);
+        RunGroup(model, instance, metrics, std::vector<InferTask*>(tasks.begin(), middle));
+        RunGroup(model, instance, metrics, std::vector<InferTask*>(middle, tasks.end()));
+        return;
+      }
       // One bad request (say a token id past the vocabulary) must not fail
       // the others that shared its batch: run each alone to find out.
       for (InferTask* t : tasks) RunGroup(model, instance, metrics, {t});
@@ -201,6 +210,12 @@ void RunInferBatch(Model& model, int instance, ModelMetrics& metrics, Batcher::B
   // Every task a model's batcher holds is an InferTask: the engine is the only
   // producer.
   const ModelSpec& spec = model.spec();
+  // Once per task here: a failed batch's re-runs are not more queueing.
+  const absl::Time start = absl::Now();
+  for (auto& task : batch) {
+    auto* t = static_cast<InferTask*>(task.get());
+    t->request_metrics().RecordQueue(absl::ToDoubleSeconds(start - t->received_at()));
+  }
   if (!spec.batched()) {
     for (auto& task : batch) RunGroup(model, instance, metrics, {static_cast<InferTask*>(task.get())});
     return;

@@ -10,9 +10,15 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
+#ifdef DYTSERVE_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_join.h"
 #include "server/core/log.h"
 #include "server/core/tensor_codec.h"
@@ -336,10 +342,29 @@ absl::StatusOr<std::vector<at::Tensor>> Model::Forward(const std::vector<at::Ten
     return outputs;
   } catch (const c10::Error& e) {
     // The backtrace belongs in a debugger, not in a client's error message.
-    return absl::InternalError(absl::StrCat("model '", spec.name, "' failed: ", e.what_without_backtrace()));
+    return FailedForward(e.what_without_backtrace(), dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr);
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("model '", spec.name, "' failed: ", e.what()));
+    return FailedForward(e.what(), false);
   }
+}
+
+absl::Status Model::FailedForward(absl::string_view what, bool out_of_memory) {
+  // Allocator failures also arrive as plain errors (through the TorchScript
+  // interpreter, or from the CPU allocator), recognisable only by their
+  // message: its last line, since the interpreter's traceback above it
+  // quotes source code, which may say anything.
+  absl::string_view last = absl::StripTrailingAsciiWhitespace(what);
+  if (const size_t newline = last.rfind('\n'); newline != absl::string_view::npos) last.remove_prefix(newline + 1);
+  const std::string lower = absl::AsciiStrToLower(last);
+  out_of_memory = out_of_memory || absl::StrContains(lower, "out of memory") ||
+                  absl::StrContains(lower, "not enough memory");
+  if (!out_of_memory) return absl::InternalError(absl::StrCat("model '", impl_->spec.name, "' failed: ", what));
+#ifdef DYTSERVE_WITH_CUDA
+  // Cached blocks of the failed pass are free now; give them back so that
+  // the smaller retry (the caller splits the batch) finds room.
+  if (impl_->device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+  return absl::ResourceExhaustedError(absl::StrCat("model '", impl_->spec.name, "' ran out of memory: ", what));
 }
 
 }  // namespace dytserve

@@ -32,7 +32,9 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   // `inputs` in config order, on the CPU; returns outputs in config order, on
-  // the CPU. A module that throws yields INTERNAL with its message.
+  // the CPU. A module that throws yields INTERNAL with its message; running
+  // out of memory yields RESOURCE_EXHAUSTED (after returning the CUDA
+  // allocator's cached blocks), so the caller can retry smaller batches.
   absl::StatusOr<std::vector<at::Tensor>> Forward(const std::vector<at::Tensor>& inputs);
 
   const ModelSpec& spec() const;
@@ -55,6 +57,7 @@ class Model {
  private:
   struct Impl;
   explicit Model(std::unique_ptr<Impl> impl);
+  absl::Status FailedForward(absl::string_view what, bool out_of_memory);
 
   std::unique_ptr<Impl> impl_;
   std::string device_name_;
