@@ -72,8 +72,12 @@ absl::StatusOr<BenchServer> StartServer(const std::string& binary, std::vector<s
 }
 
 double MetricValue(const std::string& scrape, const std::string& series) {
-  const size_t at = scrape.find(series + " ");
-  return at == std::string::npos ? 0 : std::stod(scrape.substr(at + series.size() + 1));
+  // At a line's start: "# HELP <name> ..." also has the name and a space.
+  const std::string needle = series + " ";
+  for (size_t at = scrape.find(needle); at != std::string::npos; at = scrape.find(needle, at + 1)) {
+    if (at == 0 || scrape[at - 1] == '\n') return std::stod(scrape.substr(at + needle.size()));
+  }
+  return 0;
 }
 
 }  // namespace dytserve::bench

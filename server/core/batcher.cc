@@ -40,6 +40,12 @@ int64_t Batcher::load() const {
   return queued_rows_ + running_rows_;
 }
 
+bool Batcher::full() const {
+  if (options_.max_queue_size == 0) return false;
+  absl::MutexLock lock(&mu_);
+  return queue_.size() >= options_.max_queue_size;
+}
+
 size_t Batcher::queue_depth() const {
   absl::MutexLock lock(&mu_);
   return queue_.size();

@@ -78,6 +78,9 @@ class Batcher {
   // Queued plus executing rows: what "least loaded" compares.
   int64_t load() const;
   size_t queue_depth() const;
+  // Whether Schedule would refuse for a full queue right now; a cheap early
+  // answer for callers that would otherwise decode a request first.
+  bool full() const;
 
   // Refuses new tasks, completes queued ones with UNAVAILABLE, waits for the
   // running batch and joins the thread. Idempotent.

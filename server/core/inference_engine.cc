@@ -102,6 +102,13 @@ absl::StatusOr<std::unique_ptr<BatchTask>> InferenceEngine::MakeTask(ModelVersio
                                                                      const inference::ModelInferRequest& request,
                                                                      inference::ModelInferResponse* response,
                                                                      InferCall call, absl::Time received) {
+  // Under overload most requests are refused: refuse them before paying for
+  // their decoding, which would take CPU from the requests being served.
+  if (model.full()) {
+    metrics->RecordRequest(absl::StatusCode::kResourceExhausted, absl::ToDoubleSeconds(absl::Now() - received));
+    return absl::ResourceExhaustedError(absl::StrCat("model '", model.spec().name, "': every queue is full (max_queue_size ",
+                                                     model.spec().config.dynamic_batching().max_queue_size(), ")"));
+  }
   if (absl::Status s = CheckLimits(request, model.spec(), options_); !s.ok()) {
     metrics->RecordRequest(s.code(), absl::ToDoubleSeconds(absl::Now() - received));
     return absl::Status(s.code(), absl::StrCat("model '", model.spec().name, "': ", s.message()));

@@ -79,6 +79,13 @@ absl::Status ModelVersion::Schedule(std::unique_ptr<BatchTask>* task) {
   return best->Schedule(task);
 }
 
+bool ModelVersion::full() const {
+  for (const Instance& instance : instances_) {
+    if (!instance.batcher->full()) return false;
+  }
+  return true;
+}
+
 int64_t ModelVersion::load() const {
   int64_t total = 0;
   for (const Instance& instance : instances_) total += instance.batcher->load();

@@ -37,6 +37,8 @@ class ModelVersion {
   // Hands the task to the least-loaded instance; Batcher::Schedule's contract.
   absl::Status Schedule(std::unique_ptr<BatchTask>* task);
 
+  // Every instance's queue is at its max_queue_size.
+  bool full() const;
   // Queued plus executing rows over all instances.
   int64_t load() const;
 
