@@ -11,9 +11,11 @@
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
 #include "support/server_process.h"
@@ -213,6 +215,59 @@ TEST(Instances, EachInstanceHasItsCopyAndLoadIsSpread) {
     EXPECT_GT(Metric(body, "dytserve_instance_batch_executions_total{" + labels), 0) << "instance " << instance;
     EXPECT_GT(Metric(body, "dytserve_model_weight_bytes{device=\"cpu\"," + labels), 1e6) << "instance " << instance;
   }
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  fs::remove_all(dir);
+}
+
+TEST(Overload, AFullQueueShedsAtOnceAndServesTheRest) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-shed-", getpid());
+  fs::remove_all(dir);
+  // A queue of 4 that waits 300 ms for a fuller batch: a burst overflows it.
+  testing::AddModel(dir, "vit_dyt", absl::StrCat(DYTSERVE_TEST_REPO, "/vit_dyt/1/model.pt"),
+                    testing::VitConfig(64, "dynamic_batching { max_queue_delay_us: 300000 max_queue_size: 4 }\n"));
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", dir.string())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  options.max_attempts = 1;  // see the refusals themselves
+  std::unique_ptr<Client> client = *Client::Create(options);
+  std::mt19937_64 rng(6);
+  const std::vector<Tensor> inputs = *GenerateInputs(*client->GetModelMetadata("vit_dyt"), {}, &rng);
+  constexpr int kRequests = 40;
+  absl::BlockingCounter pending(kRequests);
+  std::atomic<int> ok{0}, shed{0}, other{0};
+  std::atomic<int64_t> slowest_shed_us{0};
+  for (int i = 0; i < kRequests; ++i) {
+    const absl::Time sent = absl::Now();
+    client->InferAsync("vit_dyt", inputs, {}, [&, sent](absl::StatusOr<InferResult> r) {
+      if (r.ok()) {
+        ++ok;
+      } else if (r.status().code() == absl::StatusCode::kResourceExhausted &&
+                 absl::StrContains(r.status().message(), "max_queue_size 4")) {
+        ++shed;
+        const int64_t us = absl::ToInt64Microseconds(absl::Now() - sent);
+        int64_t prev = slowest_shed_us.load();
+        while (us > prev && !slowest_shed_us.compare_exchange_weak(prev, us)) {
+        }
+      } else {
+        ++other;
+      }
+      pending.DecrementCount();
+    });
+  }
+  pending.Wait();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_GE(ok.load(), 4);
+  EXPECT_GT(shed.load(), 0);
+  EXPECT_EQ(ok.load() + shed.load(), kRequests);
+  // Refused at once, not after the 300 ms the queued requests wait.
+  EXPECT_LT(slowest_shed_us.load(), 250000);
+  const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
+  EXPECT_EQ(Metric(body, "dytserve_requests_total{arm=\"\",code=\"RESOURCE_EXHAUSTED\",experiment=\"\",model=\"vit_dyt\","
+                         "version=\"1\"}"),
+            shed.load());
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
   fs::remove_all(dir);
 }
