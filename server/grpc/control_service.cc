@@ -30,7 +30,10 @@ grpc::ServerUnaryReactor* ControlService::CreateExperiment(grpc::CallbackServerC
                                                            v1::Experiment* resp) {
   return Answer(ctx, *admin_, [&] {
     absl::Status s = Store(router_->Create(req->experiment()), resp);
-    if (s.ok()) LogInfo("experiment '" + req->experiment().name() + "' created");
+    if (s.ok()) {
+      LogInfo("experiment '" + req->experiment().name() + "' created");
+      if (on_models_changed_) on_models_changed_();  // its health status
+    }
     return s;
   });
 }

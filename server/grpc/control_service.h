@@ -20,7 +20,8 @@ namespace dytserve {
 class ControlService final : public v1::Control::CallbackService {
  public:
   // Neither is owned; both must outlive the service. `on_models_changed`
-  // runs after every successful load or unload (health statuses).
+  // runs after every successful load, unload or experiment creation (health
+  // statuses).
   ControlService(InferenceEngine* engine, const TokenAuth* admin, absl::Duration drain_timeout,
                  std::function<void()> on_models_changed)
       : engine_(engine),

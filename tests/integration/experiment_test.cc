@@ -230,6 +230,7 @@ TEST_F(ExperimentTest, SoftmaxFreeModelsJoinTheVitExperimentAsArms) {
 TEST_F(ExperimentTest, WeightedRandomSplitLandsWithinTwoPercent) {
   auto client = MakeClient();
   ASSERT_TRUE(client->CreateExperiment(Split("split7030", 70, 30)).ok());
+  EXPECT_EQ(*client->Health("split7030"), HealthStatus::kServing);
   constexpr int kRequests = 10000;
   std::vector<Outcome> outcomes = RunMany(*client, "split7030", Image(), kRequests, [](int) { return InferOptions{}; });
   int ln = 0, failed = 0;
