@@ -18,6 +18,8 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <malloc.h>
+
 #include <atomic>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -70,6 +72,7 @@ ABSL_FLAG(int, max_connection_age_s, 0,
 ABSL_FLAG(int64_t, max_request_elements, int64_t{1} << 28,
           "Most tensor elements one request may declare over all its inputs; 0: no limit");
 ABSL_FLAG(int64_t, max_request_rows, 0, "Most rows one request may carry; 0: the model's max_batch_size only");
+ABSL_FLAG(int, malloc_trim_s, 10, "Give freed heap memory back to the OS every this many seconds; 0: never");
 ABSL_FLAG(int, drain_timeout_s, 30,
           "Longest an unload or reload waits for the old version's queued and running requests");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
@@ -181,6 +184,7 @@ int Run() {
 
   if (absl::GetFlag(FLAGS_shutdown_grace_s) < 0) return Fail("--shutdown_grace_s must be >= 0");
   if (absl::GetFlag(FLAGS_drain_timeout_s) < 0) return Fail("--drain_timeout_s must be >= 0");
+  if (absl::GetFlag(FLAGS_malloc_trim_s) < 0) return Fail("--malloc_trim_s must be >= 0");
   if (absl::GetFlag(FLAGS_max_request_elements) < 0 || absl::GetFlag(FLAGS_max_request_rows) < 0) {
     return Fail("--max_request_elements and --max_request_rows must be >= 0");
   }
@@ -270,9 +274,21 @@ int Run() {
               HostPort(host, (*metrics_server)->port()).c_str());
   std::fflush(stdout);
 
+  // glibc keeps freed heap pages mapped, so a burst (an overload, a big
+  // batch) would leave resident memory at its high-water mark for good and
+  // look like a leak; giving free pages back now and then keeps RSS honest.
+  absl::Notification stopping;
+  std::thread trimmer;
+  if (const int trim_s = absl::GetFlag(FLAGS_malloc_trim_s); trim_s > 0) {
+    trimmer = std::thread([&stopping, trim_s] {
+      while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(trim_s))) malloc_trim(0);
+    });
+  }
   int signal_number = 0;
   while (read(g_signal_pipe[0], &signal_number, sizeof(signal_number)) != sizeof(signal_number)) {
   }
+  stopping.Notify();
+  if (trimmer.joinable()) trimmer.join();
   LogInfo(absl::StrCat("received signal ", signal_number, ", shutting down"));
   health->Shutdown();  // every service reports NOT_SERVING from here on
   // gRPC refuses new calls at once and waits for accepted ones, whose tasks
