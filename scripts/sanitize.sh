@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 JOBS=${BUILD_JOBS:-$(nproc)}
-REPO=${DYTSERVE_TEST_REPO:-$PWD/${BUILD_DIR:-build}/repository}
+PLAIN_BUILD=${BUILD_DIR:-build}
+[[ $PLAIN_BUILD == /* ]] || PLAIN_BUILD=$PWD/$PLAIN_BUILD
+REPO=${DYTSERVE_TEST_REPO:-$PLAIN_BUILD/repository}
 modes=("$@")
 ((${#modes[@]})) || modes=(asan tsan)
 

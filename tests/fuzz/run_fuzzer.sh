@@ -12,4 +12,4 @@ mkdir -p "$artifacts"
 # -timeout: one input taking this long is a finding (a hang), not a slow run.
 # -rss_limit_mb: LibTorch and an ASan shadow need more than the 2048 default.
 "$fuzzer" -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -max_len=4096 \
-  -print_final_stats=1 -artifact_prefix="$artifacts/" "$work/corpus"
+  -dict="$(dirname "$0")/request_fuzzer.dict" -print_final_stats=1 -artifact_prefix="$artifacts/" "$work/corpus"
