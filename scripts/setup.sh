@@ -17,6 +17,11 @@ PACKAGES=(
   # and docker-compose 1.29 validates the compose file (`config` needs no daemon).
   python3-yaml
   docker-compose
+  # Sanitizer and fuzzing builds (scripts/sanitize.sh, docs/testing.md): clang,
+  # its sanitizer and libFuzzer runtimes (only recommended by clang, and this
+  # script installs no recommends), its OpenMP for dytserve_ops, and
+  # llvm-symbolizer for readable sanitizer stack traces.
+  clang libclang-rt-14-dev libomp-dev llvm
 )
 
 missing=()

@@ -42,7 +42,9 @@ absl::Status CheckLimits(const inference::ModelInferRequest& request, const Mode
       if (d > (int64_t{1} << 62) / n) return absl::OkStatus();
       n *= d;
     }
-    elements = std::min(elements + n, int64_t{1} << 62);
+    // Saturating, so that several inputs of up to 2^62 elements each cannot
+    // overflow the sum.
+    elements = n > (int64_t{1} << 62) - elements ? int64_t{1} << 62 : elements + n;
     if (options.max_request_rows > 0 && spec.batched() && input.shape_size() > 0 &&
         input.shape(0) > options.max_request_rows) {
       return absl::InvalidArgumentError(absl::StrCat("input '", input.name(), "': ", input.shape(0),

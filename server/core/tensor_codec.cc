@@ -216,6 +216,17 @@ absl::StatusOr<at::Tensor> FromRawBytes(absl::string_view bytes, DataType type,
                                                    ShapeString(shape), " of ", DataTypeName(type),
                                                    " needs ", expected));
   }
+  if (type == DataType::kBool) {
+    // A bool byte other than 0 or 1 is undefined behaviour in every kernel
+    // that reads it.
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      const auto byte = static_cast<unsigned char>(bytes[i]);
+      if (byte > 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("raw BOOL contents byte ", i, " is ", static_cast<int>(byte), "; BOOL bytes must be 0 or 1"));
+      }
+    }
+  }
   at::Tensor t = at::empty(shape, at::TensorOptions().dtype(ScalarTypeOf(type)));
   if (expected > 0) std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
   return t;

@@ -1,5 +1,7 @@
 #include "server/ops/dyt_op.h"
 
+#include <cpuid.h>
+
 #include <atomic>
 
 #include <ATen/ATen.h>
@@ -14,9 +16,13 @@ namespace {
 std::atomic<DytIsa> g_forced{DytIsa::kAuto};
 
 bool HasAvx512() { return __builtin_cpu_supports("avx512f"); }
-bool HasAvx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+// Clang 14's __builtin_cpu_supports does not know "f16c", so it is read from
+// CPUID leaf 1 directly.
+bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
 }
+bool HasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c(); }
 
 // Elements one parallel task should cover: large enough that scheduling is
 // noise, small enough that both cores of a small box get work.

@@ -67,7 +67,12 @@ TEST_F(LoadgenTest, ClosedLoopSweepWritesTheJsonSchemaCsvAndHtml) {
     for (const char* k : {"queue_us", "compute_us", "avg_batch"}) EXPECT_GT(Field(step, "server", k), 0) << k;
     EXPECT_GT(Field(step, "client_cpu_us_per_request"), 0);
   }
+  // (Not in a sanitizer build: whether 4 clients' requests meet within the
+  // 2 ms queue delay depends on how fast the clients send, which the
+  // sanitizer's slowdown changes.)
+#ifndef DYTSERVE_SANITIZER_BUILD
   EXPECT_NEAR(Field(Step(root, 1), "server", "avg_batch"), 4, 1.5) << "4 clients batch together";
+#endif
   std::ifstream csv(dir + "/lg.csv");
   std::string header, line;
   std::getline(csv, header);
@@ -116,7 +121,12 @@ TEST_F(LoadgenTest, OpenLoopSeesAStallThatClosedLoopHides) {
   // Open loop: ~20 requests were due during the stall and wait up to 200 ms.
   EXPECT_GE(Field(o, "latency_us", "p99"), 100e3) << open.output;
   // Closed loop: one request waits, the sender waits with it: p99 stays small.
+  // (Not in a sanitizer build: there every request takes several times as
+  // long, and with a parallel test's load the closed loop's p99 passes 50 ms
+  // without any stall; the assertions on the stall itself still hold.)
+#ifndef DYTSERVE_SANITIZER_BUILD
   EXPECT_LT(Field(c, "latency_us", "p99"), 50e3) << closed.output;
+#endif
   EXPECT_GE(Field(c, "latency_us", "max"), 150e3) << "the stall happened during the closed run too";
 }
 

@@ -271,6 +271,24 @@ TEST_F(ServerTest, HugeShapeWithoutContentsIsRefusedWithoutAllocating) {
   EXPECT_TRUE(*client_->ServerLive());
 }
 
+TEST_F(ServerTest, DeclaredElementsThatOverflowWhenSummedAreRefused) {
+  // Each input alone stays below 2^63 elements; their sum would not.
+  inference::ModelInferRequest req;
+  req.set_model_name("vit_ln");
+  for (const char* name : {"pixel_values", "extra"}) {
+    auto* in = req.add_inputs();
+    in->set_name(name);
+    in->set_datatype("FP32");
+    in->add_shape(int64_t{1} << 62);
+  }
+  inference::ModelInferResponse resp;
+  const grpc::Status s = RawInfer(req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("over the server's --max_request_elements"), std::string::npos)
+      << s.error_message();
+  EXPECT_TRUE(client_->ServerLive().value_or(false)) << "the server survived";
+}
+
 TEST_F(ServerTest, OneBadRequestDoesNotFailItsBatchmates) {
   constexpr int kRequests = 12;
   absl::Mutex mu;

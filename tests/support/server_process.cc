@@ -85,7 +85,18 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::s
 
 ServerProcess::~ServerProcess() {
   if (pid_ > 0 && exit_code_ < 0) Stop(SIGTERM);
+  // In a sanitizer build the server reports what it finds on stderr, often
+  // only as it exits (leaks), when no test looks any more: such a report
+  // fails the test process here instead of vanishing with the file.
+  const std::string err = Stderr();
   if (!stderr_path_.empty()) unlink(stderr_path_.c_str());
+  for (const char* summary : {"SUMMARY: AddressSanitizer", "SUMMARY: LeakSanitizer",
+                              "SUMMARY: UndefinedBehaviorSanitizer", "SUMMARY: ThreadSanitizer"}) {
+    if (err.find(summary) == std::string::npos) continue;
+    std::fprintf(stderr, "dytserve-server (pid %d) reported a sanitizer finding; its stderr:\n%s\n",
+                 static_cast<int>(pid_), err.c_str());
+    std::abort();
+  }
 }
 
 std::string ServerProcess::Stderr() const {

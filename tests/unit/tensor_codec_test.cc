@@ -229,6 +229,17 @@ TEST(TypedContents, Fp16CannotBeTyped) {
   EXPECT_NE(decoded.status().message().find("raw_input_contents"), std::string::npos);
 }
 
+TEST(RawContents, BoolBytesOtherThanZeroOrOneAreRejected) {
+  const ModelSpec spec = Spec(v1::TYPE_BOOL, {3});
+  absl::StatusOr<DecodedRequest> decoded = DecodeRequest(RawRequest("BOOL", {1, 3}, std::string("\1\0\1", 3)), spec);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  decoded = DecodeRequest(RawRequest("BOOL", {1, 3}, std::string("\1\2\1", 3)), spec);
+  ASSERT_FALSE(decoded.ok());
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(decoded.status().message().find("input 'x': raw BOOL contents byte 1 is 2"), std::string::npos)
+      << decoded.status();
+}
+
 TEST(TypedContents, OutOfRangeValueIsRejected) {
   ModelInferRequest req;
   auto* in = req.add_inputs();
