@@ -16,11 +16,16 @@ REPO="${REPO:-$BUILD_DIR/repository}"
 MODELS="${MODELS:-vit_ln,vit_dyt}"
 TMP="$(mktemp -d)"
 SERVER_PID=""
+LOAD_PIDS=()
 cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${LOAD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   [[ -n "$SERVER_PID" ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   rm -rf "$TMP"
 }
+# Stopped early (Ctrl-C, timeout): the server and load generators go too.
 trap cleanup EXIT
+trap 'exit 143' INT TERM
 
 "$BUILD_DIR/server/dytserve-server" --model_repository="$REPO" --host=127.0.0.1 --grpc_port=0 --metrics_port=0 \
   >"$TMP/listening" 2>"$TMP/server.log" &
@@ -36,12 +41,11 @@ rss() { curl -fsS --max-time 5 "http://$METRICS/metrics" | awk '/^process_reside
 echo "soak: ${SECONDS_TOTAL}s of open-loop load at ${RATE} req/s over $MODELS on $GRPC"
 IFS=, read -r -a models <<<"$MODELS"
 per_model=$(( RATE / ${#models[@]} ))
-pids=()
 for m in "${models[@]}"; do
   "$BUILD_DIR/client/dytserve-loadgen" --target="$GRPC" --model="$m" --rate="$per_model" --arrival=poisson \
     --warmup=0 --duration="$SECONDS_TOTAL" --window="$SECONDS_TOTAL" --requests=0 --timeout_ms=10000 --progress=false \
     --json="$TMP/$m.json" >"$TMP/$m.out" 2>&1 &
-  pids+=($!)
+  LOAD_PIDS+=($!)
 done
 samples=()
 sleep 30  # warm-up: allocator pools and batch shapes settle
@@ -50,7 +54,7 @@ for ((t = 30; t < SECONDS_TOTAL; t += 30)); do
   printf '  t=%4ds rss %.1f MiB\n' "$t" "$(echo "${samples[-1]} / 1048576" | bc -l)"
   sleep 30
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
+for pid in "${LOAD_PIDS[@]}"; do wait "$pid"; done
 samples+=("$(rss)")
 
 errors=0
