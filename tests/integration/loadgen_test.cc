@@ -120,12 +120,13 @@ TEST_F(LoadgenTest, OpenLoopSeesAStallThatClosedLoopHides) {
   const Struct& c = Step(closed_root, 0);
   // Open loop: ~20 requests were due during the stall and wait up to 200 ms.
   EXPECT_GE(Field(o, "latency_us", "p99"), 100e3) << open.output;
-  // Closed loop: one request waits, the sender waits with it: p99 stays small.
+  // Closed loop: one request waits, the sender waits with it: its p99 stays
+  // far below the open loop's, which the stall filled. Compared with each
+  // other, not with a fixed bound: a parallel test's load moves both.
   // (Not in a sanitizer build: there every request takes several times as
-  // long, and with a parallel test's load the closed loop's p99 passes 50 ms
-  // without any stall; the assertions on the stall itself still hold.)
+  // long; the assertions on the stall itself still hold.)
 #ifndef DYTSERVE_SANITIZER_BUILD
-  EXPECT_LT(Field(c, "latency_us", "p99"), 50e3) << closed.output;
+  EXPECT_LT(Field(c, "latency_us", "p99"), 0.5 * Field(o, "latency_us", "p99")) << closed.output << open.output;
 #endif
   EXPECT_GE(Field(c, "latency_us", "max"), 150e3) << "the stall happened during the closed run too";
 }
