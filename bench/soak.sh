@@ -19,8 +19,8 @@ SERVER_PID=""
 LOAD_PIDS=()
 cleanup() {
   trap - EXIT INT TERM
-  for pid in "${LOAD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  [[ -n "$SERVER_PID" ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  for pid in "${LOAD_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  if [[ -n "$SERVER_PID" ]] && kill -TERM "$SERVER_PID" 2>/dev/null; then wait "$SERVER_PID" 2>/dev/null || true; fi
   rm -rf "$TMP"
 }
 # Stopped early (Ctrl-C, timeout): the server and load generators go too.
