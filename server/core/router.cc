@@ -171,20 +171,20 @@ absl::Status Router::LoadFile(const std::filesystem::path& root, std::vector<abs
 }
 
 absl::StatusOr<v1::Experiment> Router::Create(const v1::Experiment& experiment) {
-  absl::MutexLock write(&write_mu_);
-  if (Find(experiment.name()) != nullptr) {
-    return absl::AlreadyExistsError(absl::StrCat("experiment '", experiment.name(), "' exists; update it instead"));
-  }
-  absl::StatusOr<std::shared_ptr<const CompiledExperiment>> compiled = Compile(experiment);
-  if (!compiled.ok()) return compiled.status();
-  absl::MutexLock lock(&mu_);
-  experiments_[experiment.name()] = *compiled;
-  return experiment;
+  return Put(experiment, /*must_exist=*/false);
 }
 
 absl::StatusOr<v1::Experiment> Router::Update(const v1::Experiment& experiment) {
+  return Put(experiment, /*must_exist=*/true);
+}
+
+absl::StatusOr<v1::Experiment> Router::Put(const v1::Experiment& experiment, bool must_exist) {
   absl::MutexLock write(&write_mu_);
-  if (Find(experiment.name()) == nullptr) {
+  const bool exists = Find(experiment.name()) != nullptr;
+  if (exists && !must_exist) {
+    return absl::AlreadyExistsError(absl::StrCat("experiment '", experiment.name(), "' exists; update it instead"));
+  }
+  if (!exists && must_exist) {
     return absl::NotFoundError(absl::StrCat("experiment '", experiment.name(), "' does not exist; create it"));
   }
   absl::StatusOr<std::shared_ptr<const CompiledExperiment>> compiled = Compile(experiment);

@@ -77,6 +77,8 @@ class Router {
 
  private:
   absl::StatusOr<std::shared_ptr<const CompiledExperiment>> Compile(const v1::Experiment& experiment) const;
+  // Create (`must_exist` false) or Update (true): check, compile, swap in.
+  absl::StatusOr<v1::Experiment> Put(const v1::Experiment& experiment, bool must_exist);
 
   const ModelRepository* const repository_;
   ServerMetrics* const metrics_;
