@@ -13,9 +13,9 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
+#include "support/async_requests.h"
 #include "support/server_process.h"
 
 namespace dytserve {
@@ -59,37 +59,15 @@ class ClientTest : public ::testing::Test {
   fs::path dir_;
 };
 
-// Sends `n` async requests, at most `window` in flight, calling `midway`
-// once half were sent; returns how many failed. State is shared with the
-// callbacks so a late one never touches a finished caller's stack.
+// Sends `n` requests to vit_ln, at most `window` in flight, calling
+// `midway` once half were sent; returns how many failed.
 int SendMany(Client& client, int n, int window, const std::function<void()>& midway = {}) {
-  struct State {
-    absl::Mutex mu;
-    int in_flight ABSL_GUARDED_BY(mu) = 0;
-    int failed ABSL_GUARDED_BY(mu) = 0;
-    int window = 0;
-  };
-  auto state = std::make_shared<State>();
-  state->window = window;
   const std::vector<Tensor> image = {Tensor::From<float>("pixel_values", {1, 1, 8, 8}, std::vector<float>(64, 0.25f))};
-  for (int i = 0; i < n; ++i) {
-    if (i == n / 2 && midway) midway();
-    {
-      absl::MutexLock lock(&state->mu);
-      state->mu.Await(absl::Condition(
-          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->in_flight < s->window; }, state.get()));
-      ++state->in_flight;
-    }
-    client.InferAsync("vit_ln", image, {}, [state](absl::StatusOr<InferResult> r) {
-      absl::MutexLock lock(&state->mu);
-      --state->in_flight;
-      if (!r.ok()) ++state->failed;
-    });
+  int failed = 0;
+  for (const testing::Outcome& o : testing::SendAsync(client, "vit_ln", image, n, {}, window, midway)) {
+    failed += !o.status.ok();
   }
-  absl::MutexLock lock(&state->mu);
-  state->mu.Await(absl::Condition(
-      +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->in_flight == 0; }, state.get()));
-  return state->failed;
+  return failed;
 }
 
 TEST_F(ClientTest, RoundRobinSpreadsEvenlyOverThreeReplicas) {

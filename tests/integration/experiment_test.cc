@@ -16,9 +16,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "dytserve/client.h"
+#include "support/async_requests.h"
 #include "support/server_process.h"
 #include "support/suite_server.h"
 
@@ -39,48 +39,12 @@ std::vector<Tensor> Tokens(int64_t length) {
   return {Tensor::From<int64_t>("input_ids", {1, length}, ids)};
 }
 
-struct Outcome {
-  absl::Status status = absl::UnknownError("no answer");
-  std::string arm;
-  std::string model;
-};
+using testing::Outcome;
 
-// Sends `n` requests to `name` with at most `window` in flight; options(i)
-// gives each request's options. State lives in a shared_ptr so a late
-// callback never touches a finished caller's stack.
+// Experiments' requests: the shared sender, 64 in flight.
 std::vector<Outcome> RunMany(Client& client, const std::string& name, const std::vector<Tensor>& inputs, int n,
-                             const std::function<InferOptions(int)>& options, int window = 64) {
-  struct State {
-    absl::Mutex mu;
-    int in_flight ABSL_GUARDED_BY(mu) = 0;
-    int window = 0;
-    std::vector<Outcome> outcomes;
-  };
-  auto state = std::make_shared<State>();
-  state->window = window;
-  state->outcomes.resize(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    {
-      absl::MutexLock lock(&state->mu);
-      state->mu.Await(absl::Condition(
-          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->in_flight < s->window; }, state.get()));
-      ++state->in_flight;
-    }
-    client.InferAsync(name, inputs, options(i), [state, i](absl::StatusOr<InferResult> r) {
-      Outcome& o = state->outcomes[static_cast<size_t>(i)];
-      o.status = r.status();
-      if (r.ok()) {
-        o.arm = r->parameters["arm"];
-        o.model = r->model_name;
-      }
-      absl::MutexLock lock(&state->mu);
-      --state->in_flight;
-    });
-  }
-  absl::MutexLock lock(&state->mu);
-  state->mu.Await(absl::Condition(
-      +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->in_flight == 0; }, state.get()));
-  return state->outcomes;
+                             const std::function<InferOptions(int)>& options) {
+  return testing::SendAsync(client, name, inputs, n, options);
 }
 
 InferOptions Keyed(const std::string& key, bool as_metadata) {
