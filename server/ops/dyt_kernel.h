@@ -12,6 +12,14 @@ namespace dytserve::ops {
 
 enum class DytDtype { kFloat, kHalf, kBFloat16 };
 
+// tanh(z) = (u - 1) / (u + 1), u = 2^y, y = 2 z log2(e): the kernels' tanh
+// (dyt_kernel_impl.h explains the error budget).
+constexpr float kDytExpClamp = 40.0f;           // |y| beyond this: tanh is +-1 in float
+constexpr float kDytRoundMagic = 12582912.0f;   // 1.5 * 2^23: adding it rounds to an integer
+// Minimax polynomial for 2^f on [-1/2, 1/2], relative error 7.0e-8.
+constexpr float kDytExp2C0 = 1.0000000699e+00f, kDytExp2C1 = 6.9314693233e-01f, kDytExp2C2 = 2.4022134653e-01f,
+                kDytExp2C3 = 5.5507995530e-02f, kDytExp2C4 = 9.6750513460e-03f, kDytExp2C5 = 1.3248048920e-03f;
+
 struct DytArgs {
   const void* x = nullptr;
   void* y = nullptr;
@@ -27,8 +35,17 @@ struct DytArgs {
   int64_t channels = 0;
   int64_t inner = 1;
 
+  // Non-temporal stores: only for fp32 whose every row starts 64-byte aligned.
+  bool stream = false;
+
+  // DytExp2Scale(alpha): x times this is the y whose 2^y the tanh needs.
+  float exp2_scale = 0;
+
   int64_t rows() const { return inner == 1 ? outer : outer * channels; }
 };
+
+// 2 alpha log2(e), rounded once.
+float DytExp2Scale(float alpha);
 
 // Each processes rows [begin, end).
 void DytRowsScalar(const DytArgs& args, int64_t begin, int64_t end);
@@ -39,9 +56,11 @@ void DytRowsAvx512(const DytArgs& args, int64_t begin, int64_t end);  // needs A
 // tails.
 void DytRowsTail(const DytArgs& args, int64_t row, int64_t from);
 
-// tanh in float as the vector kernels compute it (a clamped rational
-// approximation), exposed for tests.
-float DytTanhScalar(float x);
+// tanh(y / (2 log2 e)) in float, computed the way the vector kernels do:
+// the scalar kernel and the vector kernels' row tails.
+float DytTanhOfExp2(float y);
+// tanh(z) the same way, for tests.
+float DytTanhScalar(float z);
 
 }  // namespace dytserve::ops
 

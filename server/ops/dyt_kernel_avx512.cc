@@ -11,14 +11,27 @@ constexpr int64_t kLanes = 16;
 
 inline Vec Set1(float v) { return _mm512_set1_ps(v); }
 inline Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-inline Vec Rcp(Vec a) { return _mm512_rcp14_ps(a); }
-// c - a * b
-inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
+inline Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec Sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+// A 14-bit reciprocal estimate and one Newton step (about 28 bits): a 512-bit
+// divide is the slowest instruction in the loop on Intel cores.
+inline Vec Div(Vec a, Vec b) {
+  Vec r = _mm512_rcp14_ps(b);
+  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(b, r, _mm512_set1_ps(2.0f)));
+  return _mm512_mul_ps(a, r);
+}
+// p * 2^k, k = the integer that t = y + 1.5 * 2^23 holds in its low bits:
+// shifted up by 23 it lands on the exponent (the rest of t shifts out).
+inline Vec ScaleByRoundedExponent(Vec p, Vec t) {
+  return _mm512_castsi512_ps(
+      _mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_castps_si512(t), 23)));
+}
 inline Vec Min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 inline Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 inline Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline Vec LoadFloat(const float* p) { return _mm512_loadu_ps(p); }
 inline void StoreFloat(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline void StreamFloat(float* p, Vec v) { _mm512_stream_ps(p, v); }  // p 64-byte aligned
 inline Vec LoadHalf(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }

@@ -1,6 +1,8 @@
 // Portable DyT: the fallback on CPUs without AVX2, and the vector kernels'
-// row tails. Same tanh approximation as the vector code, so that a row's
-// last elements agree with its first.
+// row tails. Same tanh steps as the vector code, so that a row's last
+// elements agree with its first (to rounding: no FMA here).
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -84,30 +86,40 @@ void StoreOne(DytDtype dtype, void* p, int64_t i, float v) {
 float Apply(const DytArgs& a, int64_t row, int64_t j) {
   const int64_t channel = a.inner == 1 ? j : row % a.channels;
   const int64_t index = row * (a.inner == 1 ? a.channels : a.inner) + j;
-  const float t = DytTanhScalar(a.alpha * LoadOne(a.dtype, a.x, index));
+  const float t = DytTanhOfExp2(LoadOne(a.dtype, a.x, index) * a.exp2_scale);
   const float w = a.weight ? a.weight[channel] : 1.0f;
   const float b = a.bias ? a.bias[channel] : 0.0f;
   return t * w + b;
 }
 
+uint32_t Bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+}
+
 }  // namespace
 
-float DytTanhScalar(float x) {
-  constexpr float kClamp = 7.90531110763549805f;
-  x = x < -kClamp ? -kClamp : (x > kClamp ? kClamp : x);
-  const float x2 = x * x;
-  float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-  p = p * x2 + -8.60467152213735e-11f;
-  p = p * x2 + 5.12229709037114e-08f;
-  p = p * x2 + 1.48572235717979e-05f;
-  p = p * x2 + 6.37261928875436e-04f;
-  p = p * x2 + 4.89352455891786e-03f;
-  p = p * x;
-  float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-  q = q * x2 + 2.26843463243900e-03f;
-  q = q * x2 + 4.89352518554385e-03f;
-  return p / q;
+float DytExp2Scale(float alpha) { return static_cast<float>(2.0 * alpha * 1.4426950408889634); }
+
+float DytTanhOfExp2(float y) {
+  // The same steps, in the same order, as Tanh2y in dyt_kernel_impl.h.
+  if (std::isnan(y)) return y;
+  y = std::min(kDytExpClamp, std::max(-kDytExpClamp, y));
+  const float t = y + kDytRoundMagic;
+  const float f = y - (t - kDytRoundMagic);
+  float p = kDytExp2C5 * f + kDytExp2C4;
+  p = p * f + kDytExp2C3;
+  p = p * f + kDytExp2C2;
+  p = p * f + kDytExp2C1;
+  p = p * f + kDytExp2C0;
+  const uint32_t u_bits = Bits(p) + (Bits(t) << 23);
+  float u;
+  std::memcpy(&u, &u_bits, sizeof(u));
+  return (u - 1.0f) / (u + 1.0f);
 }
+
+float DytTanhScalar(float z) { return DytTanhOfExp2(z * DytExp2Scale(1.0f)); }
 
 void DytRowsTail(const DytArgs& a, int64_t row, int64_t from) {
   const int64_t length = a.inner == 1 ? a.channels : a.inner;

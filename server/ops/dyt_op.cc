@@ -1,6 +1,7 @@
 #include "server/ops/dyt_op.h"
 
 #include <cpuid.h>
+#include <unistd.h>
 
 #include <atomic>
 
@@ -14,6 +15,7 @@ namespace dytserve::ops {
 namespace {
 
 std::atomic<DytIsa> g_forced{DytIsa::kAuto};
+std::atomic<int64_t> g_stream_threshold{-1};
 
 bool HasAvx512() { return __builtin_cpu_supports("avx512f"); }
 // Clang 14's __builtin_cpu_supports does not know "f16c", so it is read from
@@ -28,6 +30,25 @@ bool HasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports
 // noise, small enough that both cores of a small box get work.
 constexpr int64_t kGrainElements = 1 << 15;
 
+at::Tensor FloatContiguous(const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat && t.is_contiguous() && t.device().is_cpu()) return t;
+  return t.reshape({-1}).to(at::kFloat).contiguous();
+}
+
+int64_t LastLevelCacheBytes() {
+  static const int64_t bytes = [] {
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return static_cast<int64_t>(l3 > 0 ? l3 : l2 > 0 ? l2 : 32L << 20);
+  }();
+  return bytes;
+}
+
+int64_t StreamThreshold() {
+  const int64_t forced = g_stream_threshold.load();
+  return forced >= 0 ? forced : LastLevelCacheBytes();
+}
+
 at::Tensor Unfused(const at::Tensor& x, const at::Tensor& alpha, const c10::optional<at::Tensor>& weight,
                    const c10::optional<at::Tensor>& bias, bool channels_last, int64_t channels) {
   std::vector<int64_t> shape(x.dim(), 1);
@@ -41,6 +62,7 @@ at::Tensor Unfused(const at::Tensor& x, const at::Tensor& alpha, const c10::opti
 }  // namespace
 
 void SetDytIsa(DytIsa isa) { g_forced.store(isa); }
+void SetDytStreamThreshold(int64_t bytes) { g_stream_threshold.store(bytes); }
 
 DytIsa ActiveDytIsa() {
   const DytIsa forced = g_forced.load();
@@ -95,19 +117,29 @@ at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional
   }
 
   const at::Tensor xc = x.contiguous();
-  at::Tensor y = at::empty_like(xc, at::MemoryFormat::Contiguous);
+  at::Tensor y = at::empty(xc.sizes(), xc.options());
   // The per-channel affine stays in float whatever x is: it is C numbers.
-  const at::Tensor w = weight.has_value() ? weight->reshape({channels}).to(at::kFloat).contiguous() : at::Tensor();
-  const at::Tensor b = bias.has_value() ? bias->reshape({channels}).to(at::kFloat).contiguous() : at::Tensor();
+  // Served models call this dozens of times per forward on small tensors,
+  // so what is already float and contiguous is used in place.
+  const at::Tensor w = weight.has_value() ? FloatContiguous(*weight) : at::Tensor();
+  const at::Tensor b = bias.has_value() ? FloatContiguous(*bias) : at::Tensor();
 
   DytArgs args;
   args.x = xc.data_ptr();
   args.y = y.data_ptr();
-  args.alpha = alpha.item<float>();
+  args.alpha = alpha.device().is_cpu() && alpha.scalar_type() == at::kFloat ? *alpha.data_ptr<float>()
+                                                                            : alpha.item<float>();
+  args.exp2_scale = DytExp2Scale(args.alpha);
   args.weight = w.defined() ? w.data_ptr<float>() : nullptr;
   args.bias = b.defined() ? b.data_ptr<float>() : nullptr;
   DescribeDytLayout(xc, channels, channels_last, &args);
   if (xc.numel() == 0) return y;
+  // An output larger than the last-level cache will not be found there by
+  // whoever reads it next, so it is streamed past the cache: that saves
+  // reading each destination line in before overwriting it.
+  const int64_t row_bytes = (args.inner == 1 ? args.channels : args.inner) * static_cast<int64_t>(sizeof(float));
+  args.stream = args.dtype == DytDtype::kFloat && static_cast<int64_t>(y.nbytes()) > StreamThreshold() &&
+                reinterpret_cast<uintptr_t>(args.y) % 64 == 0 && row_bytes % 64 == 0;
 
   void (*kernel)(const DytArgs&, int64_t, int64_t) = DytRowsScalar;
   switch (ActiveDytIsa()) {

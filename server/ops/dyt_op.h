@@ -34,6 +34,10 @@ void SetDytIsa(DytIsa isa);
 DytIsa ActiveDytIsa();
 const char* DytIsaName(DytIsa isa);
 
+// fp32 outputs of more bytes than this are written with non-temporal
+// stores; negative restores the default, the last-level cache's size.
+void SetDytStreamThreshold(int64_t bytes);
+
 // Makes sure this file's operator registration is linked into the binary.
 void EnsureDytRegistered();
 

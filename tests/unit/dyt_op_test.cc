@@ -74,15 +74,21 @@ TEST_P(DytOp, MatchesDoublePrecisionReference) {
     const int64_t channels = c.channels_last ? x.size(-1) : x.size(1);
     const c10::optional<at::Tensor> w = c.weight ? c10::optional<at::Tensor>(at::randn({channels})) : c10::nullopt;
     const c10::optional<at::Tensor> b = c.bias ? c10::optional<at::Tensor>(at::randn({channels})) : c10::nullopt;
-    for (double alpha : {0.5, 0.8, -1.3}) {
-      const at::Tensor y = Dyt(x, at::full({1}, alpha), w, b, c.channels_last);
-      EXPECT_EQ(y.scalar_type(), type);
-      EXPECT_EQ(y.sizes(), x.sizes());
-      if (x.numel() == 0) continue;
-      const at::Tensor ref = Reference(x, static_cast<float>(alpha), w, b, c.channels_last);
-      const double err = (y.to(at::kDouble) - ref).abs().max().item<double>();
-      EXPECT_LE(err, Bound(type, ref)) << "alpha " << alpha;
+    // Threshold 0 streams every fp32 output whose rows are 64-byte aligned
+    // past the cache (non-temporal stores), as large outputs are.
+    for (int64_t stream_threshold : {int64_t{-1}, int64_t{0}}) {
+      SetDytStreamThreshold(stream_threshold);
+      for (double alpha : {0.5, 0.8, -1.3}) {
+        const at::Tensor y = Dyt(x, at::full({1}, alpha), w, b, c.channels_last);
+        EXPECT_EQ(y.scalar_type(), type);
+        EXPECT_EQ(y.sizes(), x.sizes());
+        if (x.numel() == 0) continue;
+        const at::Tensor ref = Reference(x, static_cast<float>(alpha), w, b, c.channels_last);
+        const double err = (y.to(at::kDouble) - ref).abs().max().item<double>();
+        EXPECT_LE(err, Bound(type, ref)) << "alpha " << alpha << " stream threshold " << stream_threshold;
+      }
     }
+    SetDytStreamThreshold(-1);
   }
 }
 
@@ -101,6 +107,18 @@ TEST(DytOp, TanhApproximationIsWithinAFewUlps) {
     worst = std::max(worst, std::abs(double(DytTanhScalar(static_cast<float>(x))) - std::tanh(double(float(x)))));
   }
   EXPECT_LE(worst, 5e-7);
+}
+
+TEST_P(DytOp, NanStaysNanAndInfinitiesSaturate) {
+  const at::ScalarType type = std::get<1>(GetParam());
+  at::Tensor x = at::zeros({3, 32});
+  x[0].fill_(std::numeric_limits<float>::quiet_NaN());
+  x[1].fill_(std::numeric_limits<float>::infinity());
+  x[2].fill_(-std::numeric_limits<float>::infinity());
+  const at::Tensor y = Dyt(x.to(type), at::full({1}, 0.5), at::full({32}, 2.0), at::full({32}, 0.5), true).to(at::kFloat);
+  EXPECT_TRUE(y[0].isnan().all().item<bool>()) << y[0];
+  EXPECT_TRUE((y[1] == 2.5).all().item<bool>()) << y[1];
+  EXPECT_TRUE((y[2] == -1.5).all().item<bool>()) << y[2];
 }
 
 TEST(DytOp, WeightOfChannelShapeBroadcastsChannelsFirst) {
