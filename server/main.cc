@@ -35,11 +35,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "server/core/cpu_block_cache.h"
 #include "server/core/inference_engine.h"
 #include "server/core/log.h"
 #include "server/grpc/auth.h"
 #include "server/grpc/control_service.h"
 #include "server/grpc/inference_service.h"
+#include "server/metrics/cpu_cache_collector.h"
 #include "server/metrics/device_memory_collector.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/metrics/process_collector.h"
@@ -72,7 +74,12 @@ ABSL_FLAG(int, max_connection_age_s, 0,
 ABSL_FLAG(int64_t, max_request_elements, int64_t{1} << 28,
           "Most tensor elements one request may declare over all its inputs; 0: no limit");
 ABSL_FLAG(int64_t, max_request_rows, 0, "Most rows one request may carry; 0: the model's max_batch_size only");
-ABSL_FLAG(int, malloc_trim_s, 10, "Give freed heap memory back to the OS every this many seconds; 0: never");
+ABSL_FLAG(int, malloc_trim_s, 10,
+          "Give freed heap memory back to the OS every this many seconds (and cached CPU blocks unused since the "
+          "previous time); 0: never");
+ABSL_FLAG(int, cpu_block_cache_mb, 1024,
+          "Keep freed CPU blocks of 1 MiB and more (activations, outputs) for reuse, up to this many MiB, instead of "
+          "mapping and page-faulting them anew on every forward pass; 0: off");
 ABSL_FLAG(int, drain_timeout_s, 30,
           "Longest an unload or reload waits for the old version's queued and running requests");
 ABSL_FLAG(int, shutdown_grace_s, 10, "Seconds in-flight calls get to finish after SIGTERM/SIGINT");
@@ -185,6 +192,17 @@ int Run() {
   if (absl::GetFlag(FLAGS_shutdown_grace_s) < 0) return Fail("--shutdown_grace_s must be >= 0");
   if (absl::GetFlag(FLAGS_drain_timeout_s) < 0) return Fail("--drain_timeout_s must be >= 0");
   if (absl::GetFlag(FLAGS_malloc_trim_s) < 0) return Fail("--malloc_trim_s must be >= 0");
+  const int cache_mb = absl::GetFlag(FLAGS_cpu_block_cache_mb);
+  if (cache_mb < 0 || cache_mb > (1 << 24)) return Fail("--cpu_block_cache_mb must be in 0..16777216");
+  CpuBlockCache* block_cache = nullptr;
+  if (cache_mb > 0) {
+    // Before any model loads, so that every tensor of theirs can use it.
+    CpuBlockCache::Options cache_options;
+    cache_options.max_cached_bytes = int64_t{cache_mb} << 20;
+    absl::StatusOr<CpuBlockCache*> installed = CpuBlockCache::Install(cache_options);
+    if (!installed.ok()) return Fail(std::string(installed.status().message()));
+    block_cache = *installed;
+  }
   if (absl::GetFlag(FLAGS_max_request_elements) < 0 || absl::GetFlag(FLAGS_max_request_rows) < 0) {
     return Fail("--max_request_elements and --max_request_rows must be >= 0");
   }
@@ -226,10 +244,16 @@ int Run() {
   const TokenAuth inference_auth(*inference_token, "inference.GRPCInferenceService", &metrics);
 
   const std::string host = absl::GetFlag(FLAGS_host);
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {
+      metrics.registry(), std::make_shared<ProcessCollector>(), std::make_shared<DeviceMemoryCollector>()};
+  if (block_cache != nullptr) {
+    collectables.push_back(std::make_shared<CpuCacheCollector>([block_cache] {
+      const CpuBlockCache::Stats s = block_cache->stats();
+      return CpuCacheFigures{s.in_use_bytes, s.cached_bytes, s.reused, s.mapped};
+    }));
+  }
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_server =
-      MetricsHttpServer::Start(host, metrics_port,
-                               {metrics.registry(), std::make_shared<ProcessCollector>(),
-                                std::make_shared<DeviceMemoryCollector>()});
+      MetricsHttpServer::Start(host, metrics_port, std::move(collectables));
   if (!metrics_server.ok()) return Fail(std::string(metrics_server.status().message()));
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -280,8 +304,11 @@ int Run() {
   absl::Notification stopping;
   std::thread trimmer;
   if (const int trim_s = absl::GetFlag(FLAGS_malloc_trim_s); trim_s > 0) {
-    trimmer = std::thread([&stopping, trim_s] {
-      while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(trim_s))) malloc_trim(0);
+    trimmer = std::thread([&stopping, trim_s, block_cache] {
+      while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(trim_s))) {
+        if (block_cache != nullptr) block_cache->ReleaseIdle();
+        malloc_trim(0);
+      }
     });
   }
   int signal_number = 0;

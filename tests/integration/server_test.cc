@@ -399,6 +399,20 @@ TEST_F(ServerTest, PeakBatchMemoryIsMeasuredAndGrowsWithTheBatch) {
       << "the gauge keeps the largest batch so far";
 }
 
+TEST_F(ServerTest, LargeActivationsReuseCachedCpuBlocks) {
+  // 16 rows x 128 tokens: the hidden states (1.5 MiB) and the logits (2 MiB)
+  // are blocks the CPU block cache keeps; the second batch finds them there.
+  const std::string reused = "dytserve_cpu_block_cache_allocations_total{source=\"reused\"}";
+  const std::string mapped = "dytserve_cpu_block_cache_allocations_total{source=\"mapped\"}";
+  const std::string before = *testing::HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_GE(MetricValue(before, reused), 0) << "the cache's families are exported";
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 16, 128, i)).ok());
+  const std::string after = *testing::HttpGet(server_->metrics_address(), "/metrics");
+  EXPECT_GT(MetricValue(after, reused), MetricValue(before, reused)) << after;
+  EXPECT_GE(MetricValue(after, "dytserve_cpu_block_cache_bytes{state=\"cached\"}"), 2 << 20) << after;
+  EXPECT_GE(MetricValue(after, mapped), 1) << after;
+}
+
 TEST_F(ServerTest, MetricsEndpointRefusesWhatIsNotAScrape) {
   EXPECT_FALSE(testing::HttpGet(server_->metrics_address(), "/nope").ok()) << "404";
   // A header that never ends is cut off at 16 KiB with 431, not read forever.
@@ -555,6 +569,11 @@ TEST(BadFlags, ServerRefusesWithAClearMessage) {
   ASSERT_FALSE(nodir.ok());
   EXPECT_NE(nodir.status().message().find("'/nonexistent/repo' is not a directory"), std::string::npos)
       << nodir.status();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> cache = ServerProcess::Start(
+      kServer, {absl::StrCat("--model_repository=", kRepo), "--cpu_block_cache_mb=-5"}, absl::Seconds(60));
+  ASSERT_FALSE(cache.ok());
+  EXPECT_NE(cache.status().message().find("--cpu_block_cache_mb must be in 0..16777216"), std::string::npos)
+      << cache.status();
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "server/metrics/cpu_cache_collector.h"
 #include "server/metrics/device_memory_collector.h"
 #include "server/metrics/process_collector.h"
 #include "server/metrics/server_metrics.h"
@@ -33,6 +34,29 @@ TEST(DeviceMemoryCollector, WithoutNvmlOrCudaExportsNothingAndDoesNotFail) {
   EXPECT_FALSE(collector.nvml_available());
   const auto families = collector.Collect();
   EXPECT_EQ(Find(families, "dytserve_gpu_memory_used_bytes"), nullptr);
+}
+
+TEST(CpuCacheCollector, ExportsWhatTheCallbackReadsAtScrapeTime) {
+  CpuCacheFigures figures{100, 200, 3, 4};
+  CpuCacheCollector collector([&figures] { return figures; });
+  figures.reused = 5;  // read at Collect, not at construction
+  const auto families = collector.Collect();
+  const auto* bytes = Find(families, "dytserve_cpu_block_cache_bytes");
+  ASSERT_NE(bytes, nullptr);
+  EXPECT_EQ(bytes->type, prometheus::MetricType::Gauge);
+  ASSERT_EQ(bytes->metric.size(), 2u);
+  EXPECT_EQ(bytes->metric[0].label[0].value, "in_use");
+  EXPECT_EQ(bytes->metric[0].gauge.value, 100);
+  EXPECT_EQ(bytes->metric[1].label[0].value, "cached");
+  EXPECT_EQ(bytes->metric[1].gauge.value, 200);
+  const auto* allocations = Find(families, "dytserve_cpu_block_cache_allocations_total");
+  ASSERT_NE(allocations, nullptr);
+  EXPECT_EQ(allocations->type, prometheus::MetricType::Counter);
+  ASSERT_EQ(allocations->metric.size(), 2u);
+  EXPECT_EQ(allocations->metric[0].label[0].value, "reused");
+  EXPECT_EQ(allocations->metric[0].counter.value, 5);
+  EXPECT_EQ(allocations->metric[1].label[0].value, "mapped");
+  EXPECT_EQ(allocations->metric[1].counter.value, 4);
 }
 
 TEST(ModelMetrics, PeakBatchBytesKeepsTheLargest) {
