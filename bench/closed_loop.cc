@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <numeric>
+#include <random>
 
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
@@ -57,6 +59,33 @@ LoopResult ClosedLoop(Client& client, const std::string& model, const std::vecto
   }
   result.errors = errors.load();
   return result;
+}
+
+absl::StatusOr<std::vector<std::vector<double>>> Interleaved(Client& client, const std::vector<Target>& targets,
+                                                             absl::Duration warmup, absl::Duration duration) {
+  std::vector<std::vector<double>> latencies(targets.size());
+  std::vector<size_t> order(targets.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937 rng(7);
+  const absl::Time start = absl::Now();
+  while (absl::Now() - start < warmup + duration) {
+    const bool measured = absl::Now() - start >= warmup;
+    // A new order each turn: no model always follows the same other one.
+    std::shuffle(order.begin(), order.end(), rng);
+    for (size_t i : order) {
+      const absl::Time sent = absl::Now();
+      absl::StatusOr<InferResult> result = client.Infer(targets[i].model, targets[i].inputs);
+      if (!result.ok()) return result.status();
+      if (measured) latencies[i].push_back(absl::ToDoubleMilliseconds(absl::Now() - sent));
+    }
+  }
+  return latencies;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 absl::StatusOr<BenchServer> StartServer(const std::string& binary, std::vector<std::string> args) {

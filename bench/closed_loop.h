@@ -27,6 +27,20 @@ LoopResult ClosedLoop(Client& client, const std::string& model, const std::vecto
                       absl::Duration warmup, absl::Duration window, const std::function<void()>& at_start = {},
                       const std::function<void()>& at_end = {});
 
+// One request in flight at a time, the models taking turns request by
+// request (in a new random order each turn), so that a machine whose speed
+// drifts (shared cores) slows every model alike. Returns each model's
+// latencies in ms, in the order sent.
+struct Target {
+  std::string model;
+  std::vector<Tensor> inputs;
+};
+absl::StatusOr<std::vector<std::vector<double>>> Interleaved(Client& client, const std::vector<Target>& targets,
+                                                             absl::Duration warmup, absl::Duration duration);
+
+// The median of `v` (a copy is sorted).
+double Median(std::vector<double> v);
+
 // A real server on loopback and a client for it.
 struct BenchServer {
   std::unique_ptr<testing::ServerProcess> process;

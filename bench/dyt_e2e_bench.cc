@@ -1,18 +1,22 @@
 // DyT served end to end against its norm twin, same load, one run: the
 // ViT-Tiny-sized pair (exported here by export_e2e_models.py) and the
 // decoder pair of the default repository. One request in flight at a time
-// (batching out of the picture), models interleaved over several rounds.
+// (batching out of the picture), the models taking turns request by request,
+// so that the speed of a shared machine, which drifts by tens of percent
+// within seconds, weighs on every model alike. The run is also cut into
+// consecutive blocks, each giving its own ratio: their spread shows how far
+// one figure can be trusted.
 //
-//   build/bench/dyt_e2e_bench [--repo=build/repository] [--rounds=3] [--seconds=2]
+//   build/bench/dyt_e2e_bench [--repo=build/repository] [--seconds=60] [--blocks=5]
 //
 // Goals: DyT ViT p50 <= 0.95 x LN ViT p50; DyT decoder p50 <= RMSNorm decoder p50.
 #include <signal.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <random>
 
 #include "absl/flags/flag.h"
@@ -26,8 +30,8 @@
 ABSL_FLAG(std::string, repo, "build/repository", "Exported default model repository (for the decoders)");
 ABSL_FLAG(std::string, server, "build/server/dytserve-server", "dytserve-server binary");
 ABSL_FLAG(std::string, work_dir, "build/bench-e2e", "Where the ViT-Tiny pair is exported");
-ABSL_FLAG(int, rounds, 3, "Interleaved rounds");
-ABSL_FLAG(double, seconds, 2, "Measured seconds per model per round");
+ABSL_FLAG(double, seconds, 60, "Measured seconds, all models together (after 3 s of warm-up)");
+ABSL_FLAG(int, blocks, 5, "Consecutive blocks the run is cut into for the spread of each ratio");
 
 namespace dytserve {
 namespace {
@@ -37,7 +41,7 @@ namespace fs = std::filesystem;
 int Run() {
   const fs::path work = absl::GetFlag(FLAGS_work_dir);
   const fs::path repo = work / "repo";
-  if (!fs::exists(repo / "vit_tiny_dyt_unfused/config.pbtxt")) {
+  if (!fs::exists(repo / "vit_tiny_nonorm/config.pbtxt")) {
     const std::string cmd = absl::StrCat("/usr/bin/python3 bench/export_e2e_models.py --out ", repo.string());
     if (std::system(cmd.c_str()) != 0) return 1;
   }
@@ -53,36 +57,52 @@ int Run() {
   std::unique_ptr<testing::ServerProcess>& server = started->process;
   std::unique_ptr<Client>& client = started->client;
 
-  const std::vector<std::string> models = {"vit_tiny_ln", "vit_tiny_dyt", "vit_tiny_dyt_unfused", "llama_rms",
-                                           "llama_dyt"};
-  std::map<std::string, std::vector<Tensor>> inputs;
+  const std::vector<std::string> models = {"vit_tiny_ln", "vit_tiny_dyt", "vit_tiny_dyt_unfused", "vit_tiny_nonorm",
+                                           "llama_rms", "llama_dyt"};
+  std::vector<bench::Target> targets;
   std::mt19937_64 rng(1);
   for (const std::string& m : models) {
     GenerateOptions g;
     g.seq_len = 128;
     g.int_high = 256;
-    inputs[m] = *GenerateInputs(*client->GetModelMetadata(m), g, &rng);
+    targets.push_back({m, *GenerateInputs(*client->GetModelMetadata(m), g, &rng)});
   }
-  std::map<std::string, std::vector<double>> p50;
-  for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
-    for (const std::string& m : models) {
-      const bench::LoopResult r = bench::ClosedLoop(*client, m, inputs[m], 1, absl::Milliseconds(300),
-                                                    absl::Seconds(absl::GetFlag(FLAGS_seconds)));
-      p50[m].push_back(r.p50_ms);
+  absl::StatusOr<std::vector<std::vector<double>>> latencies =
+      bench::Interleaved(*client, targets, absl::Seconds(3), absl::Seconds(absl::GetFlag(FLAGS_seconds)));
+  if (!latencies.ok()) {
+    std::fprintf(stderr, "%s\n", latencies.status().ToString().c_str());
+    return 1;
+  }
+  auto index = [&](const std::string& m) { return std::find(models.begin(), models.end(), m) - models.begin(); };
+  const size_t samples = (*latencies)[0].size();
+  const int blocks = std::max(1, std::min<int>(absl::GetFlag(FLAGS_blocks), static_cast<int>(samples)));
+  // p50(a) / p50(b) over the whole run, and its lowest and highest over the blocks.
+  auto ratio = [&](const std::string& a, const std::string& b) {
+    const std::vector<double>& la = (*latencies)[index(a)];
+    const std::vector<double>& lb = (*latencies)[index(b)];
+    double low = 1e9, high = 0;
+    for (int k = 0; k < blocks; ++k) {
+      const size_t from = samples * k / blocks, to = samples * (k + 1) / blocks;
+      const double r = bench::Median({la.begin() + from, la.begin() + to}) /
+                       bench::Median({lb.begin() + from, lb.begin() + to});
+      low = std::min(low, r);
+      high = std::max(high, r);
     }
-  }
-  auto median = [&](const std::string& m) {
-    std::vector<double> v = p50[m];
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+    return std::array<double, 3>{bench::Median(la) / bench::Median(lb), low, high};
   };
-  std::printf("DyT end to end, served on CPU, one request in flight, median p50 of %d rounds\n",
-              absl::GetFlag(FLAGS_rounds));
-  for (const std::string& m : models) std::printf("  %-22s p50 %8.3f ms\n", m.c_str(), median(m));
-  std::printf("ViT-Tiny (1x3x224x224): DyT fused / LN = %.3f (goal <= 0.95); DyT unfused / LN = %.3f\n",
-              median("vit_tiny_dyt") / median("vit_tiny_ln"), median("vit_tiny_dyt_unfused") / median("vit_tiny_ln"));
-  std::printf("decoder (1x128 tokens): DyT fused / RMSNorm = %.3f (goal <= 1.0)\n",
-              median("llama_dyt") / median("llama_rms"));
+  std::printf("DyT end to end, served on CPU, one request in flight, models in turn, %zu requests each\n", samples);
+  for (const std::string& m : models) {
+    std::printf("  %-22s p50 %8.3f ms\n", m.c_str(), bench::Median((*latencies)[index(m)]));
+  }
+  const auto vit = ratio("vit_tiny_dyt", "vit_tiny_ln"), unfused = ratio("vit_tiny_dyt_unfused", "vit_tiny_ln");
+  const auto floor = ratio("vit_tiny_nonorm", "vit_tiny_ln");
+  const auto decoder = ratio("llama_dyt", "llama_rms");
+  std::printf("ViT-Tiny (1x3x224x224): DyT fused / LN = %.3f (blocks %.3f-%.3f; goal <= 0.95); "
+              "DyT unfused / LN = %.3f (%.3f-%.3f)\n", vit[0], vit[1], vit[2], unfused[0], unfused[1], unfused[2]);
+  std::printf("ViT-Tiny with no norm at all / LN = %.3f (%.3f-%.3f): the floor for any norm replacement\n", floor[0],
+              floor[1], floor[2]);
+  std::printf("decoder (1x128 tokens): DyT fused / RMSNorm = %.3f (blocks %.3f-%.3f; goal <= 1.0)\n", decoder[0],
+              decoder[1], decoder[2]);
   server->Stop(SIGTERM);
   return 0;
 }

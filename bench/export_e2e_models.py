@@ -3,8 +3,10 @@
 
 A ViT-Tiny-sized pair (width 192, depth 12, 3 heads, 224x224 images in 16x16
 patches: 197 tokens), LayerNorm and DyT, with the same random weights except
-the norms, plus a DyT copy with fusion switched off. Untrained: latency does
-not depend on what the weights learned. Run with Debian's /usr/bin/python3.
+the norms, plus a DyT copy with fusion switched off and a copy with no norm at
+all (every norm an identity: the floor that no norm, however cheap, can beat).
+Untrained: latency does not depend on what the weights learned. Run with
+Debian's /usr/bin/python3.
 """
 import argparse
 import sys
@@ -29,12 +31,13 @@ def main(argv=None):
     out = Path(args.out)
     torch.set_num_threads(2)
     models = {}
-    for norm in ("ln", "dyt"):
+    for norm, layer in (("ln", "ln"), ("dyt", "dyt"), ("none", lambda dim: torch.nn.Identity())):
         torch.manual_seed(0)
         models[norm] = ViT(image_size=224, patch_size=16, in_chans=3, num_classes=1000, dim=192, depth=12,
-                           num_heads=3, norm_layer=norm).eval()
+                           num_heads=3, norm_layer=layer).eval()
     for name, norm, extra in (("vit_tiny_ln", "ln", ""), ("vit_tiny_dyt", "dyt", ""),
-                              ("vit_tiny_dyt_unfused", "dyt", "optimization { fuse_dyt: false }\n")):
+                              ("vit_tiny_dyt_unfused", "dyt", "optimization { fuse_dyt: false }\n"),
+                              ("vit_tiny_nonorm", "none", "")):
         (out / name / "1").mkdir(parents=True, exist_ok=True)
         torch.jit.save(torch.jit.script(models[norm]), str(out / name / "1" / "model.pt"))
         (out / name / "config.pbtxt").write_text(CONFIG.format(extra=extra))
