@@ -2,7 +2,12 @@
 // closed-loop concurrency 1/8/32/64 with batching on and off against a real
 // server on loopback, and the offline limit (in-process forward at max batch).
 //
-//   build/bench/batching_bench [--repo=build/repository] [--seconds=3]
+// The variants of one concurrency (off, on, on + idle flush, offline) take
+// turns in short slices, and each figure pools its slices: a shared machine's
+// speed drifts by tens of percent within seconds, and measured one after the
+// other the variants would each get a different machine.
+//
+//   build/bench/batching_bench [--repo=build/repository] [--seconds=3] [--slices=6]
 //
 // Prints each figure and the ratios the batching issue sets as goals:
 // batched/unbatched throughput at c=32 (>= 3x), batched / offline (>= 85%),
@@ -20,8 +25,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "cli/experiment_report.h"
 #include "closed_loop.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
@@ -29,20 +37,51 @@
 
 ABSL_FLAG(std::string, repo, "build/repository", "Exported default model repository");
 ABSL_FLAG(std::string, server, "build/server/dytserve-server", "dytserve-server binary");
-ABSL_FLAG(double, seconds, 3, "Measured seconds per point (after 0.5 s warm-up)");
+ABSL_FLAG(double, seconds, 3, "Measured seconds per point, over all its slices");
+ABSL_FLAG(int, delay_us, 2000, "max_queue_delay_us of the batched variants");
+ABSL_FLAG(std::string, concurrency, "1,8,32,64", "Closed-loop concurrencies, comma-separated");
+ABSL_FLAG(int, slices, 6, "Turns the variants of one point take (each slice warms up 0.3 s first)");
 
 namespace dytserve {
 namespace {
 
 namespace fs = std::filesystem;
-constexpr int kDelayUs = 2000;
 constexpr int kMaxBatch = 64;
 constexpr int kIdleUs = 200;
 
 struct Point {
   double rps = 0;
   double p50_ms = 0, p99_ms = 0;
+  double server_p99_ms = 0;
+  double compute_p99_ms = 0;
   double mean_batch = 0, compute_ms = 0;
+};
+
+// One variant's slices, pooled.
+struct Pool {
+  std::vector<double> latencies_ms;
+  double seconds = 0;
+  double executions = 0, rows = 0, compute_seconds = 0;
+  int errors = 0;
+  cli::Histogram server_latency;  // receive to answer, inside the server
+  cli::Histogram compute;         // per batch
+
+  Point Summary() {
+    std::sort(latencies_ms.begin(), latencies_ms.end());
+    Point p;
+    if (seconds > 0) p.rps = latencies_ms.size() / seconds;
+    if (!latencies_ms.empty()) {
+      p.p50_ms = latencies_ms[latencies_ms.size() / 2];
+      p.p99_ms = latencies_ms[std::min(latencies_ms.size() - 1, latencies_ms.size() * 99 / 100)];
+    }
+    if (server_latency.count > 0) p.server_p99_ms = 1000 * server_latency.Quantile(0.99);
+    if (compute.count > 0) p.compute_p99_ms = 1000 * compute.Quantile(0.99);
+    if (executions > 0) {
+      p.mean_batch = rows / executions;
+      p.compute_ms = 1000 * compute_seconds / executions;
+    }
+    return p;
+  }
 };
 
 // A repository with each ViT three times: batched, batched with
@@ -52,7 +91,7 @@ fs::path MakeRepo(const fs::path& source) {
   fs::remove_all(dir);
   for (const std::string model : {"vit_ln", "vit_dyt"}) {
     for (const std::string variant : {"", "_nobatch", "_idle"}) {
-      const std::string batching = absl::StrCat("dynamic_batching { max_queue_delay_us: ", kDelayUs,
+      const std::string batching = absl::StrCat("dynamic_batching { max_queue_delay_us: ", absl::GetFlag(FLAGS_delay_us),
                                                 variant == "_idle" ? absl::StrCat(" idle_flush_us: ", kIdleUs) : "",
                                                 " max_queue_size: 4096 }\n");
       testing::AddModel(dir.string(), model + variant, (source / model / "1/model.pt").string(),
@@ -62,50 +101,55 @@ fs::path MakeRepo(const fs::path& source) {
   return dir;
 }
 
-Point Measure(Client& client, const testing::ServerProcess& server, const std::string& model, int concurrency,
-              absl::Duration duration) {
+void MeasureSlice(Client& client, const testing::ServerProcess& server, const std::string& model, int concurrency,
+                  absl::Duration duration, Pool* pool) {
   std::mt19937_64 rng(concurrency);
   ModelMetadata m;
   m.inputs = {{"pixel_values", "FP32", {-1, 1, 8, 8}}};
   const std::vector<Tensor> inputs = *GenerateInputs(m, {}, &rng);
   std::string before, after;
   const bench::LoopResult loop = bench::ClosedLoop(
-      client, model, inputs, concurrency, absl::Milliseconds(500), duration,
+      client, model, inputs, concurrency, absl::Milliseconds(300), duration,
       [&] { before = *testing::HttpGet(server.metrics_address(), "/metrics"); },
       [&] { after = *testing::HttpGet(server.metrics_address(), "/metrics"); });
-  if (loop.errors > 0) std::printf("  (%d errors)\n", loop.errors);
-  Point p{loop.rps, loop.p50_ms, loop.p99_ms, 0, 0};
   const std::string labels = absl::StrCat("{model=\"", model, "\",version=\"1\"}");
   auto delta = [&](const std::string& name) {
     return bench::MetricValue(after, name + labels) - bench::MetricValue(before, name + labels);
   };
-  const double executions = delta("dytserve_batch_executions_total");
-  p.mean_batch = executions > 0 ? delta("dytserve_inferences_total") / executions : 0;
-  p.compute_ms = executions > 0 ? 1000 * delta("dytserve_compute_duration_seconds_sum") / executions : 0;
-  return p;
+  pool->latencies_ms.insert(pool->latencies_ms.end(), loop.latencies_ms.begin(), loop.latencies_ms.end());
+  pool->seconds += loop.seconds;
+  pool->errors += loop.errors;
+  pool->executions += delta("dytserve_batch_executions_total");
+  pool->rows += delta("dytserve_inferences_total");
+  pool->compute_seconds += delta("dytserve_compute_duration_seconds_sum");
+  pool->server_latency.Add(cli::HistogramDelta(before, after, "dytserve_request_duration_seconds", {{"model", model}}));
+  pool->compute.Add(cli::HistogramDelta(before, after, "dytserve_compute_duration_seconds", {{"model", model}}));
 }
 
-double OfflineRowsPerSecond(const fs::path& file, absl::Duration duration) {
-  torch::jit::Module module = torch::jit::load(file.string());
-  module.eval();
+// In-process forward passes at batch kMaxBatch for `duration`; adds rows and seconds.
+void OfflineSlice(torch::jit::Module& module, absl::Duration duration, Pool* pool) {
   c10::InferenceMode guard;
   const at::Tensor x = at::rand({kMaxBatch, 1, 8, 8});
-  for (int i = 0; i < 3; ++i) module.forward({x});
-  int64_t rows = 0;
+  module.forward({x});  // out of the measurement, as the closed loops' warm-up is
   const absl::Time start = absl::Now();
   while (absl::Now() - start < duration) {
     module.forward({x});
-    rows += kMaxBatch;
+    pool->rows += kMaxBatch;
   }
-  return rows / absl::ToDoubleSeconds(absl::Now() - start);
+  pool->seconds += absl::ToDoubleSeconds(absl::Now() - start);
 }
 
 int Run() {
   const fs::path source = absl::GetFlag(FLAGS_repo);
   const absl::Duration duration = absl::Seconds(absl::GetFlag(FLAGS_seconds));
   const fs::path repo = MakeRepo(source);
+  // Latency buckets of 1 ms up to 300 ms, so that the server-side p99 is
+  // read off the histogram to within a millisecond.
+  std::string buckets;
+  for (int ms = 1; ms <= 300; ++ms) absl::StrAppend(&buckets, ms > 1 ? "," : "", ms / 1000.0);
   absl::StatusOr<bench::BenchServer> started =
-      bench::StartServer(absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
+      bench::StartServer(absl::GetFlag(FLAGS_server),
+                         {absl::StrCat("--model_repository=", repo.string()), "--latency_buckets=" + buckets});
   if (!started.ok()) {
     std::fprintf(stderr, "%s\n", std::string(started.status().message()).c_str());
     return 1;
@@ -113,28 +157,50 @@ int Run() {
   std::unique_ptr<testing::ServerProcess>& server = started->process;
   std::unique_ptr<Client>& client = started->client;
 
-  std::printf("dytserve batching benchmark, CPU, %d intra-op thread(s), max_queue_delay %d us, %.1f s per point\n",
-              at::get_num_threads(), kDelayUs, absl::ToDoubleSeconds(duration));
+  std::printf("dytserve batching benchmark, CPU, %d intra-op thread(s), max_queue_delay %d us, %.1f s per point "
+              "in %d slices\n",
+              at::get_num_threads(), absl::GetFlag(FLAGS_delay_us), absl::ToDoubleSeconds(duration), absl::GetFlag(FLAGS_slices));
+  const int slices = std::max(1, absl::GetFlag(FLAGS_slices));
+  const absl::Duration slice = duration / slices;
   for (const std::string model : {"vit_ln", "vit_dyt"}) {
-    const double offline = OfflineRowsPerSecond(source / model / "1/model.pt", duration);
-    std::printf("\n%s: offline limit (in-process forward at batch %d): %.0f rows/s\n", model.c_str(), kMaxBatch,
-                offline);
-    std::printf("%5s | %10s %8s %8s | %10s %8s %8s %7s %9s | %7s %8s %9s | %9s %8s %8s %8s\n", "conc", "off rps",
-                "p50 ms", "p99 ms", "on rps", "p50 ms", "p99 ms", "batch", "comp ms", "on/off", "on/offl",
-                "p99/bound", "idle rps", "p99 ms", "idl/off", "idl/offl");
-    for (int c : {1, 8, 32, 64}) {
-      const Point off = Measure(*client, *server, model + "_nobatch", c, duration);
-      const Point on = Measure(*client, *server, model, c, duration);
-      const Point idle = Measure(*client, *server, model + "_idle", c, duration);
-      const double bound = kDelayUs / 1000.0 + 2 * on.compute_ms;
-      std::printf("%5d | %10.0f %8.2f %8.2f | %10.0f %8.2f %8.2f %7.1f %9.2f | %6.2fx %7.0f%% %9.2f | %9.0f %8.2f %7.2fx %7.0f%%\n",
-                  c, off.rps, off.p50_ms, off.p99_ms, on.rps, on.p50_ms, on.p99_ms, on.mean_batch, on.compute_ms,
-                  on.rps / off.rps, 100 * on.rps / offline, on.p99_ms / bound, idle.rps, idle.p99_ms,
-                  idle.rps / off.rps, 100 * idle.rps / offline);
+    torch::jit::Module offline_module = torch::jit::load((source / model / "1/model.pt").string());
+    offline_module.eval();
+    std::printf("\n%s (offline: in-process forward at batch %d, no server; measured in the same turns)\n",
+                model.c_str(), kMaxBatch);
+    std::printf("%5s | %10s %8s %8s | %10s %8s %8s %8s %7s %9s %8s | %7s %8s %9s %9s | %9s %8s %8s %8s | %8s\n",
+                "conc", "off rps", "p50 ms", "p99 ms", "on rps", "p50 ms", "p99 ms", "srv p99", "batch", "comp ms", "comp p99",
+                "on/off", "on/offl", "p99/bound", "srv/bound", "idle rps", "p99 ms", "idl/off", "idl/offl",
+                "offl r/s");
+    for (absl::string_view level : absl::StrSplit(absl::GetFlag(FLAGS_concurrency), ',')) {
+      int c = 0;
+      if (!absl::SimpleAtoi(level, &c) || c < 1) {
+        std::fprintf(stderr, "--concurrency: '%s' is not a positive integer\n", std::string(level).c_str());
+        return 2;
+      }
+      Pool off, on, idle, offline;
+      for (int k = 0; k < slices; ++k) {
+        OfflineSlice(offline_module, slice, &offline);
+        MeasureSlice(*client, *server, model + "_nobatch", c, slice, &off);
+        MeasureSlice(*client, *server, model, c, slice, &on);
+        MeasureSlice(*client, *server, model + "_idle", c, slice, &idle);
+      }
+      for (const Pool* pool : {&off, &on, &idle}) {
+        if (pool->errors > 0) std::printf("  (%d errors)\n", pool->errors);
+      }
+      const double offline_rows = offline.rows / offline.seconds;
+      const Point p_off = off.Summary(), p_on = on.Summary(), p_idle = idle.Summary();
+      const double bound = absl::GetFlag(FLAGS_delay_us) / 1000.0 + 2 * p_on.compute_ms;
+      std::printf("%5d | %10.0f %8.2f %8.2f | %10.0f %8.2f %8.2f %8.2f %7.1f %9.2f %8.2f | %6.2fx %7.0f%% %9.2f %9.2f | "
+                  "%9.0f %8.2f %7.2fx %7.0f%% | %8.0f\n",
+                  c, p_off.rps, p_off.p50_ms, p_off.p99_ms, p_on.rps, p_on.p50_ms, p_on.p99_ms, p_on.server_p99_ms,
+                  p_on.mean_batch, p_on.compute_ms, p_on.compute_p99_ms, p_on.rps / p_off.rps, 100 * p_on.rps / offline_rows,
+                  p_on.p99_ms / bound, p_on.server_p99_ms / bound, p_idle.rps, p_idle.p99_ms, p_idle.rps / p_off.rps,
+                  100 * p_idle.rps / offline_rows, offline_rows);
     }
   }
   std::printf("\ngoals at c=32: on/off >= 3x, on/offline >= 85%%, p99/bound <= 1 "
-              "(bound = max_queue_delay + 2 x mean batch compute); idle = on plus idle_flush_us %d\n", kIdleUs);
+              "(bound = max_queue_delay + 2 x mean batch compute); p99 is the client's, srv p99 the server's "
+              "(receive to answer, from its histogram); idle = on plus idle_flush_us %d\n", kIdleUs);
   server->Stop(SIGTERM);
   fs::remove_all(repo);
   return 0;

@@ -58,6 +58,8 @@ LoopResult ClosedLoop(Client& client, const std::string& model, const std::vecto
     result.p99_ms = latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
   }
   result.errors = errors.load();
+  result.seconds = elapsed;
+  result.latencies_ms = std::move(latencies);
   return result;
 }
 

@@ -19,6 +19,8 @@ struct LoopResult {
   double p50_ms = 0;
   double p99_ms = 0;
   int errors = 0;
+  double seconds = 0;                // the measured window
+  std::vector<double> latencies_ms;  // sorted
 };
 
 // `at_start` / `at_end` run right at the edges of the measured window (e.g.

@@ -230,6 +230,28 @@ double Histogram::Quantile(double q) const {
   return lower;
 }
 
+void Histogram::Add(const Histogram& other) {
+  for (const auto& [le, cum] : other.cumulative) cumulative[le] += cum;
+  sum += other.sum;
+  count += other.count;
+}
+
+Histogram HistogramDelta(const std::string& before, const std::string& after, const std::string& family,
+                         const std::map<std::string, std::string>& labels) {
+  Histogram h;
+  for (const auto& [text, sign] : {std::pair<const std::string&, double>{before, -1.0}, {after, 1.0}}) {
+    std::istringstream lines(text);
+    Sample s;
+    for (std::string line; std::getline(lines, line);) {
+      if (!absl::StartsWith(line, family) || !ParseSample(line, &s)) continue;
+      bool match = true;
+      for (const auto& [key, value] : labels) match = match && Label(s, key) == value;
+      if (match) AddHistogramSample(s, family, sign, &h);
+    }
+  }
+  return h;
+}
+
 double Histogram::Variance() const {
   if (count < 2) return 0;
   double lower = 0, below = 0, second_moment = 0;

@@ -26,7 +26,14 @@ struct Histogram {
   double Mean() const { return count > 0 ? sum / count : 0; }
   // Estimated from bucket midpoints (the +Inf bucket at the last bound).
   double Variance() const;
+  // Adds `other`'s observations (same buckets).
+  void Add(const Histogram& other);
 };
+
+// How one histogram family changed between two scrapes, summed over the
+// series whose labels include every one of `labels`.
+Histogram HistogramDelta(const std::string& before, const std::string& after, const std::string& family,
+                         const std::map<std::string, std::string>& labels);
 
 struct ArmFigures {
   std::string arm;

@@ -96,5 +96,22 @@ TEST(ExperimentReport, UnknownExperimentOrBaselineIsNamed) {
   EXPECT_TRUE(absl::StrContains(r.status().message(), "baseline arm 'zz'"));
 }
 
+TEST(HistogramDelta, SubtractsTheEarlierScrapeAndKeepsOnlyMatchingSeries) {
+  // Arm a: 10 requests in (1, 2] ms before, 30 after (20 new);
+  // arm b's series carry another model label and stay out.
+  const std::string before = ArmSeries("e", "a", 10, 0, 0.001, 0.002) + ArmSeries("e", "b", 5, 0, 0.005, 0.01);
+  const std::string after = ArmSeries("e", "a", 30, 0, 0.001, 0.002) + ArmSeries("e", "b", 50, 0, 0.005, 0.01);
+  const Histogram h = HistogramDelta(before, after, "dytserve_request_duration_seconds", {{"model", "m_a"}});
+  EXPECT_EQ(h.count, 20);
+  EXPECT_DOUBLE_EQ(h.cumulative.at(0.002), 20);
+  EXPECT_DOUBLE_EQ(h.cumulative.at(0.001), 0);
+  EXPECT_NEAR(h.Quantile(0.99), 0.001 + 0.001 * 19.8 / 20, 1e-12);
+  Histogram pooled = h;
+  pooled.Add(h);
+  EXPECT_EQ(pooled.count, 40);
+  EXPECT_DOUBLE_EQ(pooled.Quantile(0.99), h.Quantile(0.99));
+  EXPECT_EQ(HistogramDelta(before, after, "dytserve_request_duration_seconds", {{"model", "nope"}}).count, 0);
+}
+
 }  // namespace
 }  // namespace dytserve::cli
