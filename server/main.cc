@@ -78,7 +78,7 @@ ABSL_FLAG(int, malloc_trim_s, 10,
           "Give freed heap memory back to the OS every this many seconds (and cached CPU blocks unused since the "
           "previous time); 0: never");
 ABSL_FLAG(int, cpu_block_cache_mb, 1024,
-          "Keep freed CPU blocks of 1 MiB and more (activations, outputs) for reuse, up to this many MiB, instead of "
+          "Keep freed CPU blocks of 32 MiB and more (activations, outputs) for reuse, up to this many MiB, instead of "
           "mapping and page-faulting them anew on every forward pass; 0: off");
 ABSL_FLAG(int, drain_timeout_s, 30,
           "Longest an unload or reload waits for the old version's queued and running requests");

@@ -5,8 +5,10 @@
 // Why: glibc serves allocations above 32 MiB with a fresh mmap every time, so
 // a model whose activations are that large zero-fills and page-faults every
 // one of them on every request; on a [4, 2048, 4096] fp32 tensor that costs
-// several times the arithmetic. Smaller blocks come from glibc's heap, which
-// the periodic malloc_trim returns to the kernel.
+// several times the arithmetic. Smaller blocks come from glibc's heap once
+// one of their size has been freed (its mmap threshold rises to it), so they
+// are left to glibc by default: caching them too would only hold memory that
+// batches of varying sizes leave behind.
 //
 // Contract:
 // - Install() makes one process-wide instance LibTorch's CPU allocator; it is
@@ -40,7 +42,7 @@ class CpuBlockCache final : public c10::Allocator {
  public:
   struct Options {
     int64_t max_cached_bytes = int64_t{1} << 30;
-    int64_t min_block_bytes = int64_t{1} << 20;
+    int64_t min_block_bytes = int64_t{32} << 20;  // glibc's largest mmap threshold
   };
   struct Stats {
     int64_t in_use_bytes = 0;   // large blocks handed out

@@ -400,16 +400,17 @@ TEST_F(ServerTest, PeakBatchMemoryIsMeasuredAndGrowsWithTheBatch) {
 }
 
 TEST_F(ServerTest, LargeActivationsReuseCachedCpuBlocks) {
-  // 16 rows x 128 tokens: the hidden states (1.5 MiB) and the logits (2 MiB)
-  // are blocks the CPU block cache keeps; the second batch finds them there.
+  // 2 rows x 2048 tokens: the attention scores (2 x heads x 2048 x 2048
+  // floats, 32 MiB a head) are blocks the CPU block cache keeps; the second
+  // batch finds them there.
   const std::string reused = "dytserve_cpu_block_cache_allocations_total{source=\"reused\"}";
   const std::string mapped = "dytserve_cpu_block_cache_allocations_total{source=\"mapped\"}";
   const std::string before = *testing::HttpGet(server_->metrics_address(), "/metrics");
   ASSERT_GE(MetricValue(before, reused), 0) << "the cache's families are exported";
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 16, 128, i)).ok());
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(client_->Infer("llama_rms", Inputs("llama_rms", 2, 2048, i)).ok());
   const std::string after = *testing::HttpGet(server_->metrics_address(), "/metrics");
   EXPECT_GT(MetricValue(after, reused), MetricValue(before, reused)) << after;
-  EXPECT_GE(MetricValue(after, "dytserve_cpu_block_cache_bytes{state=\"cached\"}"), 2 << 20) << after;
+  EXPECT_GE(MetricValue(after, "dytserve_cpu_block_cache_bytes{state=\"cached\"}"), 32 << 20) << after;
   EXPECT_GE(MetricValue(after, mapped), 1) << after;
 }
 

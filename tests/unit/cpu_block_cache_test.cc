@@ -19,6 +19,7 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 CpuBlockCache* Cache() {
   CpuBlockCache::Options options;
   options.max_cached_bytes = 64 * kMiB;
+  options.min_block_bytes = kMiB;
   absl::StatusOr<CpuBlockCache*> cache = CpuBlockCache::Install(options);
   EXPECT_TRUE(cache.ok()) << cache.status();
   return cache.ok() ? *cache : nullptr;
