@@ -8,6 +8,8 @@
 // block cache installed (what dytserve-server runs with, --cpu_block_cache_mb),
 // which takes the page faults of fresh outputs out of every variant.
 //
+// The four variants of a row take turns in short blocks (TimeInTurns).
+//
 //   build/bench/dyt_op_bench [--min_seconds=0.5]
 //
 // Goals: fused >= 2x faster than layer_norm and >= 8x faster than unfused.
@@ -26,23 +28,45 @@
 #include "server/core/cpu_block_cache.h"
 #include "server/ops/dyt_op.h"
 
-ABSL_FLAG(double, min_seconds, 0.5, "Minimum measured time per variant");
+ABSL_FLAG(double, min_seconds, 0.5, "Minimum measured time per variant (they take turns)");
 
 namespace dytserve {
 namespace {
 
-// Median seconds per call over repeated runs of at least --min_seconds.
-double Time(const std::function<void()>& fn) {
-  fn();  // warm caches and lazy initialisation
-  std::vector<double> samples;
-  const absl::Time start = absl::Now();
-  while (samples.size() < 5 || absl::Now() - start < absl::Seconds(absl::GetFlag(FLAGS_min_seconds))) {
+// Median seconds per call of each of `fns`. They take turns in blocks of
+// about 20 ms (at least 15 turns and --min_seconds each): a shared machine's
+// speed drifts within seconds, and variants timed one after the other would
+// each get a different machine. Within a block the calls repeat, as a
+// model's ops find their tensors in the cache; the first call of each block,
+// which does not, is left out.
+std::vector<double> TimeInTurns(const std::vector<std::function<void()>>& fns) {
+  std::vector<int> calls;  // per block
+  for (const auto& fn : fns) {
+    fn();  // lazy initialisation
     const absl::Time t0 = absl::Now();
     fn();
-    samples.push_back(absl::ToDoubleSeconds(absl::Now() - t0));
+    const double once = absl::ToDoubleSeconds(absl::Now() - t0);
+    calls.push_back(1 + static_cast<int>(std::clamp(0.02 / std::max(once, 1e-9), 1.0, 10000.0)));
   }
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
+  std::vector<std::vector<double>> samples(fns.size());
+  const absl::Time start = absl::Now();
+  const absl::Duration budget = absl::Seconds(absl::GetFlag(FLAGS_min_seconds)) * static_cast<double>(fns.size());
+  for (int turn = 0; turn < 15 || absl::Now() - start < budget; ++turn) {
+    for (size_t i = 0; i < fns.size(); ++i) {
+      fns[i]();
+      for (int k = 1; k < calls[i]; ++k) {
+        const absl::Time t0 = absl::Now();
+        fns[i]();
+        samples[i].push_back(absl::ToDoubleSeconds(absl::Now() - t0));
+      }
+    }
+  }
+  std::vector<double> medians;
+  for (std::vector<double>& v : samples) {
+    std::sort(v.begin(), v.end());
+    medians.push_back(v[v.size() / 2]);
+  }
+  return medians;
 }
 
 int Run() {
@@ -69,10 +93,10 @@ int Run() {
       at::Tensor out = at::empty_like(x);
       for (int threads : {1, 2}) {
         at::set_num_threads(threads);
-        const double copy = Time([&] { out.copy_(x); });
-        const double fused = Time([&] { ops::Dyt(x, alpha, w, b, true); });
-        const double ln = Time([&] { at::layer_norm(x, {c}, w, b, 1e-6); });
-        const double unf = Time([&] { unfused({x, alpha, w, b}); });
+        const std::vector<double> t = TimeInTurns({[&] { out.copy_(x); }, [&] { ops::Dyt(x, alpha, w, b, true); },
+                                                   [&] { at::layer_norm(x, {c}, w, b, 1e-6); },
+                                                   [&] { unfused({x, alpha, w, b}); }});
+        const double copy = t[0], fused = t[1], ln = t[2], unf = t[3];
         char label[32];
         std::snprintf(label, sizeof(label), "[%ld,%ld,%ld]", static_cast<long>(shape[0]), static_cast<long>(shape[1]),
                       static_cast<long>(shape[2]));

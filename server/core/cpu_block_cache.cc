@@ -25,11 +25,17 @@ size_t RoundUp(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-void Report(void* ptr, int64_t delta, const CpuBlockCache::Stats& after) {
+// Only the change is reported, with totals of 0: the small blocks LibTorch's
+// own allocator reports carry its totals, which know nothing of these, so
+// any total given here would disagree with the next one it gives.
+void Report(void* ptr, int64_t delta) {
   if (!c10::memoryProfilingEnabled()) return;
-  c10::reportMemoryUsageToProfiler(ptr, delta, after.in_use_bytes, after.in_use_bytes + after.cached_bytes,
-                                   c10::Device(c10::DeviceType::CPU));
+  c10::reportMemoryUsageToProfiler(ptr, delta, 0, 0, c10::Device(c10::DeviceType::CPU));
 }
+
+// Beyond this a request cannot be rounded up and aligned without overflow;
+// no machine has that much memory anyway.
+constexpr size_t kLargestBlock = size_t{1} << 56;
 
 }  // namespace
 
@@ -63,8 +69,8 @@ void* CpuBlockCache::Map(size_t bytes) const {
   const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
   const uintptr_t aligned = (start + kAlign - 1) / kAlign * kAlign;
   if (aligned > start) munmap(raw, aligned - start);
-  const size_t tail = start + bytes + kAlign - (aligned + bytes);
-  if (tail > 0) munmap(reinterpret_cast<void*>(aligned + bytes), tail);
+  const size_t tail = kAlign - (aligned - start);  // in (0, kAlign]
+  munmap(reinterpret_cast<void*>(aligned + bytes), tail);
   void* block = reinterpret_cast<void*>(aligned);
   if (bytes >= kAlign) madvise(block, bytes, MADV_HUGEPAGE);  // a hint; fine if refused
   return block;
@@ -73,13 +79,15 @@ void* CpuBlockCache::Map(size_t bytes) const {
 c10::DataPtr CpuBlockCache::allocate(size_t bytes) const {
   if (static_cast<int64_t>(bytes) < options_.min_block_bytes) {
     c10::DataPtr small = small_->allocate(bytes);
-    void* ptr = small.release_context();  // LibTorch's default allocator: context == data
+    // Freed through small_'s raw deleter, which takes the data pointer.
+    TORCH_CHECK(small.get() == small.get_context(), "CPU block cache: the previous allocator's context is not its data");
+    void* ptr = small.release_context();
     return {ptr, ptr, &Free, c10::Device(c10::DeviceType::CPU)};
   }
+  TORCH_CHECK_WITH(OutOfMemoryError, bytes <= kLargestBlock, "CPU out of memory: ", bytes, " bytes requested");
   const size_t wanted = RoundUp(bytes);
   void* ptr = nullptr;
   size_t size = wanted;
-  Stats after;
   {
     absl::MutexLock lock(&mu_);
     // The smallest cached block that fits, unless it would waste over 1/8.
@@ -92,7 +100,6 @@ c10::DataPtr CpuBlockCache::allocate(size_t bytes) const {
       ++stats_.reused;
       in_use_.emplace(ptr, size);
       stats_.in_use_bytes += static_cast<int64_t>(size);
-      after = stats_;
     }
   }
   if (ptr == nullptr) {
@@ -110,13 +117,17 @@ c10::DataPtr CpuBlockCache::allocate(size_t bytes) const {
       ptr = Map(size);
     }
     TORCH_CHECK_WITH(OutOfMemoryError, ptr != nullptr, "CPU out of memory: could not map ", size, " bytes");
-    absl::MutexLock lock(&mu_);
-    ++stats_.mapped;
-    in_use_.emplace(ptr, size);
-    stats_.in_use_bytes += static_cast<int64_t>(size);
-    after = stats_;
+    try {
+      absl::MutexLock lock(&mu_);
+      in_use_.emplace(ptr, size);
+      ++stats_.mapped;
+      stats_.in_use_bytes += static_cast<int64_t>(size);
+    } catch (const std::bad_alloc&) {
+      munmap(ptr, size);
+      TORCH_CHECK_WITH(OutOfMemoryError, false, "CPU out of memory: no room to track a block of ", size, " bytes");
+    }
   }
-  Report(ptr, static_cast<int64_t>(size), after);
+  Report(ptr, static_cast<int64_t>(size));
   return {ptr, ptr, &Free, c10::Device(c10::DeviceType::CPU)};
 }
 
@@ -139,19 +150,22 @@ void CpuBlockCache::Free(void* ptr) {
 }
 
 void CpuBlockCache::Return(void* ptr, size_t bytes) {
+  // Runs inside a DataPtr's deleter, which must not throw: a block that
+  // cannot be filed in the cache is unmapped instead.
   bool keep = false;
-  Stats after;
   {
     absl::MutexLock lock(&mu_);
     stats_.in_use_bytes -= static_cast<int64_t>(bytes);
-    keep = stats_.cached_bytes + static_cast<int64_t>(bytes) <= options_.max_cached_bytes;
-    if (keep) {
-      cached_.emplace(bytes, Cached{ptr, generation_});
-      stats_.cached_bytes += static_cast<int64_t>(bytes);
+    if (stats_.cached_bytes + static_cast<int64_t>(bytes) <= options_.max_cached_bytes) {
+      try {
+        cached_.emplace(bytes, Cached{ptr, generation_});
+        stats_.cached_bytes += static_cast<int64_t>(bytes);
+        keep = true;
+      } catch (const std::bad_alloc&) {
+      }
     }
-    after = stats_;
   }
-  Report(ptr, -static_cast<int64_t>(bytes), after);
+  Report(ptr, -static_cast<int64_t>(bytes));
   if (!keep) munmap(ptr, bytes);
 }
 

@@ -20,7 +20,9 @@
 //   the server calls it with its periodic trim, so memory that a burst needed
 //   goes back within two trim periods.
 // - Allocations and frees are reported to c10's memory-reporting hook (as
-//   LibTorch's own allocator does), whether a block is new or reused.
+//   LibTorch's own allocator does), whether a block is new or reused; as
+//   changes only, with totals of 0 (see Report in the .cc).
+// - Freeing never throws: a block that cannot be cached is unmapped.
 // Thread-safe.
 #ifndef DYTSERVE_SERVER_CORE_CPU_BLOCK_CACHE_H_
 #define DYTSERVE_SERVER_CORE_CPU_BLOCK_CACHE_H_

@@ -12,13 +12,15 @@ namespace dytserve::ops {
 
 enum class DytDtype { kFloat, kHalf, kBFloat16 };
 
-// tanh(z) = (u - 1) / (u + 1), u = 2^y, y = 2 z log2(e): the kernels' tanh
+// tanh(z) = (2^y - 1) / (2^y + 1), y = 2 z log2(e): the kernels' tanh
 // (dyt_kernel_impl.h explains the error budget).
 constexpr float kDytExpClamp = 40.0f;           // |y| beyond this: tanh is +-1 in float
 constexpr float kDytRoundMagic = 12582912.0f;   // 1.5 * 2^23: adding it rounds to an integer
-// Minimax polynomial for 2^f on [-1/2, 1/2], relative error 7.0e-8.
-constexpr float kDytExp2C0 = 1.0000000699e+00f, kDytExp2C1 = 6.9314693233e-01f, kDytExp2C2 = 2.4022134653e-01f,
-                kDytExp2C3 = 5.5507995530e-02f, kDytExp2C4 = 9.6750513460e-03f, kDytExp2C5 = 1.3248048920e-03f;
+// 2^f - 1 = f * (C1 + C2 f + C3 f^2 + C4 f^3 + C5 f^4) on [-1/2, 1/2], minimax
+// in relative terms (4.2e-7), so that it is exactly 0 at f = 0 and accurate
+// relative to itself near 0.
+constexpr float kDytExpm1C1 = 6.9314712538e-01f, kDytExpm1C2 = 2.4022353139e-01f, kDytExpm1C3 = 5.5505499160e-02f,
+                kDytExpm1C4 = 9.6662661025e-03f, kDytExpm1C5 = 1.3316874743e-03f;
 
 struct DytArgs {
   const void* x = nullptr;
@@ -40,9 +42,12 @@ struct DytArgs {
 
   // DytExp2Scale(alpha): x times this is the y whose 2^y the tanh needs.
   float exp2_scale = 0;
-
-  int64_t rows() const { return inner == 1 ? outer : outer * channels; }
 };
+
+// Rows of `args` (positions, or channel planes); defined out of line, like
+// everything here, so that no copy compiled with -mavx512f can be linked in
+// for other code.
+int64_t DytRows(const DytArgs& args);
 
 // 2 alpha log2(e), rounded once.
 float DytExp2Scale(float alpha);

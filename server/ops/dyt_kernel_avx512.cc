@@ -13,13 +13,10 @@ inline Vec Set1(float v) { return _mm512_set1_ps(v); }
 inline Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
 inline Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec Sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
-// A 14-bit reciprocal estimate and one Newton step (about 28 bits): a 512-bit
-// divide is the slowest instruction in the loop on Intel cores.
-inline Vec Div(Vec a, Vec b) {
-  Vec r = _mm512_rcp14_ps(b);
-  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(b, r, _mm512_set1_ps(2.0f)));
-  return _mm512_mul_ps(a, r);
-}
+// A true divide, as on AVX2 and in the scalar tails: an estimate refined by
+// Newton steps would be a few ulps off it, and could pass 1 where tanh
+// saturates.
+inline Vec Div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
 // p * 2^k, k = the integer that t = y + 1.5 * 2^23 holds in its low bits:
 // shifted up by 23 it lands on the exponent (the rest of t shifts out).
 inline Vec ScaleByRoundedExponent(Vec p, Vec t) {

@@ -108,16 +108,19 @@ float DytTanhOfExp2(float y) {
   y = std::min(kDytExpClamp, std::max(-kDytExpClamp, y));
   const float t = y + kDytRoundMagic;
   const float f = y - (t - kDytRoundMagic);
-  float p = kDytExp2C5 * f + kDytExp2C4;
-  p = p * f + kDytExp2C3;
-  p = p * f + kDytExp2C2;
-  p = p * f + kDytExp2C1;
-  p = p * f + kDytExp2C0;
-  const uint32_t u_bits = Bits(p) + (Bits(t) << 23);
-  float u;
-  std::memcpy(&u, &u_bits, sizeof(u));
-  return (u - 1.0f) / (u + 1.0f);
+  float p = kDytExpm1C5 * f + kDytExpm1C4;
+  p = p * f + kDytExpm1C3;
+  p = p * f + kDytExpm1C2;
+  p = p * f + kDytExpm1C1;
+  const float q = p * f;
+  const uint32_t s_bits = Bits(1.0f) + (Bits(t) << 23);
+  float s;
+  std::memcpy(&s, &s_bits, sizeof(s));
+  const float numerator = s * q + (s - 1.0f);
+  return numerator / (numerator + 2.0f);
 }
+
+int64_t DytRows(const DytArgs& a) { return a.inner == 1 ? a.outer : a.outer * a.channels; }
 
 float DytTanhScalar(float z) { return DytTanhOfExp2(z * DytExp2Scale(1.0f)); }
 

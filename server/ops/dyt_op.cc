@@ -149,7 +149,7 @@ at::Tensor Dyt(const at::Tensor& x, const at::Tensor& alpha, const c10::optional
   }
   const int64_t row_length = args.inner == 1 ? args.channels : args.inner;
   const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(row_length, 1));
-  at::parallel_for(0, args.rows(), grain, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
+  at::parallel_for(0, DytRows(args), grain, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
   return y;
 }
 

@@ -4,6 +4,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "server/ops/dyt_kernel.h"
 
 namespace dytserve::ops {
@@ -109,16 +111,40 @@ TEST(DytOp, TanhApproximationIsWithinAFewUlps) {
   EXPECT_LE(worst, 5e-7);
 }
 
-TEST_P(DytOp, NanStaysNanAndInfinitiesSaturate) {
+TEST_P(DytOp, NanStaysNanInfinitiesSaturateAndZeroGivesTheBias) {
   const at::ScalarType type = std::get<1>(GetParam());
-  at::Tensor x = at::zeros({3, 32});
+  at::Tensor x = at::zeros({5, 35});  // 35: vectors and a scalar tail
   x[0].fill_(std::numeric_limits<float>::quiet_NaN());
   x[1].fill_(std::numeric_limits<float>::infinity());
   x[2].fill_(-std::numeric_limits<float>::infinity());
-  const at::Tensor y = Dyt(x.to(type), at::full({1}, 0.5), at::full({32}, 2.0), at::full({32}, 0.5), true).to(at::kFloat);
+  // NaNs with payload bits: the exponent arithmetic must not turn them finite.
+  float* row3 = x[3].data_ptr<float>();
+  for (int j = 0; j < 35; ++j) {
+    const uint32_t bits = (j % 2 ? 0xffc00000u : 0x7fc00000u) | static_cast<uint32_t>(1 + j * 4099);
+    std::memcpy(&row3[j], &bits, sizeof(bits));
+  }
+  const at::Tensor w = at::full({35}, 2.0), b = at::full({35}, 0.5);
+  const at::Tensor y = Dyt(x.to(type), at::full({1}, 0.5), w, b, true).to(at::kFloat);
   EXPECT_TRUE(y[0].isnan().all().item<bool>()) << y[0];
   EXPECT_TRUE((y[1] == 2.5).all().item<bool>()) << y[1];
   EXPECT_TRUE((y[2] == -1.5).all().item<bool>()) << y[2];
+  EXPECT_TRUE(y[3].isnan().all().item<bool>()) << y[3];
+  EXPECT_TRUE((y[4] == 0.5).all().item<bool>()) << "tanh(0) is exactly 0: " << y[4];
+}
+
+TEST(DytOp, TanhIsOddAndKeepsItsRelativeAccuracyNearZero) {
+  for (int isa = 0; isa < 3; ++isa) {
+    SetDytIsa(isa == 0 ? DytIsa::kScalar : isa == 1 ? DytIsa::kAvx2 : DytIsa::kAvx512);
+    at::Tensor x = at::empty({64});
+    for (int i = 0; i < 32; ++i) x[i] = std::ldexp(1.0, -2 * i - 1);  // 0.5 down to 2^-63
+    x.narrow(0, 32, 32).copy_(-x.narrow(0, 0, 32));
+    const at::Tensor y = Dyt(x, at::full({1}, 1.0), c10::nullopt, c10::nullopt, true).to(at::kDouble);
+    const at::Tensor ref = at::tanh(x.to(at::kDouble));
+    EXPECT_LE(((y - ref).abs() / ref.abs()).max().item<double>(), 1e-6) << DytIsaName(ActiveDytIsa());
+    const at::Tensor positive = y.narrow(0, 0, 32), negative = y.narrow(0, 32, 32);
+    EXPECT_LE(((positive + negative).abs() / positive.abs()).max().item<double>(), 1e-6) << "odd, to rounding";
+  }
+  SetDytIsa(DytIsa::kAuto);
 }
 
 TEST(DytOp, WeightOfChannelShapeBroadcastsChannelsFirst) {
