@@ -60,7 +60,8 @@ absl::StatusOr<CpuBlockCache*> CpuBlockCache::Install(Options options) {
 
 CpuBlockCache* CpuBlockCache::Installed() { return g_instance.load(); }
 
-CpuBlockCache::CpuBlockCache(Options options, c10::Allocator* small) : options_(options), small_(small) {}
+CpuBlockCache::CpuBlockCache(Options options, c10::Allocator* small)
+    : options_(options), small_(small), small_deleter_(small->raw_deleter()) {}
 
 void* CpuBlockCache::Map(size_t bytes) const {
   // Over-map by the alignment and cut off both ends.
@@ -146,7 +147,7 @@ void CpuBlockCache::Free(void* ptr) {
     }
     if (size > 0) return self->Return(ptr, size);
   }
-  self->small_->raw_deleter()(ptr);
+  self->small_deleter_(ptr);
 }
 
 void CpuBlockCache::Return(void* ptr, size_t bytes) {

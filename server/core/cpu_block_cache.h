@@ -79,7 +79,8 @@ class CpuBlockCache final : public c10::Allocator {
   void* Map(size_t bytes) const;
 
   const Options options_;
-  c10::Allocator* const small_;  // LibTorch's allocator, for small blocks
+  c10::Allocator* const small_;               // LibTorch's allocator, for small blocks
+  const c10::DeleterFnPtr small_deleter_;      // its raw deleter: every small free goes there
 
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<void*, size_t> in_use_ ABSL_GUARDED_BY(mu_);
