@@ -22,8 +22,9 @@ double CpuSeconds() {
   return usage.ru_utime.tv_sec + usage.ru_utime.tv_usec * 1e-6 + usage.ru_stime.tv_sec + usage.ru_stime.tv_usec * 1e-6;
 }
 
-// Completed requests, stamped with when they completed.
+// Completed requests, stamped with when they were sent and completed.
 struct Record {
+  absl::Time sent;
   absl::Time done;
   double latency_us;
   double service_us;
@@ -44,6 +45,12 @@ class Recorder {
       if (r.done >= from && r.done < to) out.push_back(r);
     }
     return out;
+  }
+  int64_t CountSentBetween(absl::Time from, absl::Time to) const {
+    absl::MutexLock lock(&mu_);
+    int64_t n = 0;
+    for (const Record& r : records_) n += r.sent >= from && r.sent < to;
+    return n;
   }
   int64_t CountSince(absl::Time from) const {
     absl::MutexLock lock(&mu_);
@@ -76,7 +83,7 @@ void Send(const std::shared_ptr<Shared>& s, int64_t n, absl::Time intended, std:
   s->client->InferAsync(s->source->models[model], inputs, {},
                         [s, intended, sent, model_index, then = std::move(then)](absl::StatusOr<InferResult> r) {
                           const absl::Time done = absl::Now();
-                          s->recorder.Add({done, absl::ToDoubleMicroseconds(done - intended),
+                          s->recorder.Add({sent, done, absl::ToDoubleMicroseconds(done - intended),
                                            absl::ToDoubleMicroseconds(done - sent), model_index,
                                            r.status().code()});
                           s->in_flight.fetch_sub(1);
@@ -190,6 +197,7 @@ StepResult RunStep(Client& client, const RequestSource& source, const LoadSpec& 
   result.windows = static_cast<int>(result.window_rps.size());
   const int reported = std::min(result.windows, spec.stable_windows);
   const absl::Time from = edges[edges.size() - 1 - reported];
+  const int64_t sent_in_windows = shared->recorder.CountSentBetween(from, edges.back());
   for (const Record& r : shared->recorder.Between(from, edges.back())) {
     if (r.code == absl::StatusCode::kOk) {
       result.samples.push_back({r.latency_us, r.service_us, r.model});
@@ -198,6 +206,7 @@ StepResult RunStep(Client& client, const RequestSource& source, const LoadSpec& 
     }
   }
   result.elapsed_s = absl::ToDoubleSeconds(edges.back() - from);
+  result.sent_rps = result.elapsed_s > 0 ? sent_in_windows / result.elapsed_s : 0;
   result.cpu_us_per_request = measured > 0 ? 1e6 * cpu_used / static_cast<double>(measured) : 0;
   return result;
 }

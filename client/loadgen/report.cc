@@ -202,6 +202,7 @@ std::string Json(const std::vector<StepReport>& steps) {
     std::string item = absl::StrCat(
         "{\"label\":\"", JsonEscape(s.label), "\",\"mode\":\"", s.open_loop ? "open" : "closed", "\",\"",
         s.open_loop ? "rate" : "concurrency", "\":", Num(s.load), ",\"throughput_rps\":", Num(s.result.throughput_rps()),
+        ",\"sent_rps\":", Num(s.result.sent_rps),
         ",\"requests\":", s.result.samples.size(), ",\"latency_us\":", LatencyJson(s.latency),
         ",\"service_us\":", LatencyJson(s.service), ",\"errors\":{", absl::StrJoin(errors, ","), "}");
     if (s.server.available) {
@@ -229,7 +230,7 @@ std::string Json(const std::vector<StepReport>& steps) {
 std::string Csv(const std::vector<StepReport>& steps) {
   std::string out =
       "label,mode,load,throughput_rps,p50_us,p90_us,p95_us,p99_us,p999_us,max_us,service_p99_us,errors,queue_us,"
-      "compute_us,avg_batch,client_cpu_us_per_request,stable\n";
+      "compute_us,avg_batch,client_cpu_us_per_request,stable,sent_rps\n";
   for (const StepReport& s : steps) {
     int64_t errors = 0;
     for (const auto& [code, n] : s.result.errors) errors += n;
@@ -239,7 +240,7 @@ std::string Csv(const std::vector<StepReport>& steps) {
                     ",", Num(s.service.p99), ",", errors, ",", s.server.available ? Num(s.server.queue_us) : "", ",",
                     s.server.available ? Num(s.server.compute_us) : "", ",",
                     s.server.available ? Num(s.server.avg_batch) : "", ",", Num(s.result.cpu_us_per_request), ",",
-                    s.result.stable ? "true" : "false", "\n");
+                    s.result.stable ? "true" : "false", ",", Num(s.result.sent_rps), "\n");
   }
   return out;
 }

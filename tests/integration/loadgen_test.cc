@@ -91,8 +91,14 @@ TEST_F(LoadgenTest, OpenLoopRateIsAccurate) {
   const ProcRun run = Loadgen(absl::StrCat(Common(), " --model=vit_ln --rate=200 --window=1 --duration=3 --warmup=0.5",
                                        " --json=", path));
   ASSERT_EQ(run.exit_code, 0) << run.output;
-  const double achieved = Field(Step(ReadJson(path), 0), "throughput_rps");
-  EXPECT_NEAR(achieved, 200, 200 * 0.02) << run.output;
+  const Struct step = Step(ReadJson(path), 0);
+  // What the schedule controls: requests sent per second, within 2%.
+  EXPECT_NEAR(Field(step, "sent_rps"), 200, 200 * 0.02) << run.output;
+  // Completions in the same windows follow, but not to 2%: a latency spike
+  // of the shared machine (p99s of 0.5 s are seen) moves a hundred
+  // completions across a window's edge.
+  EXPECT_NEAR(Field(step, "throughput_rps"), 200, 200 * 0.25) << run.output;
+  EXPECT_TRUE(step.fields().at("errors").struct_value().fields().empty()) << run.output;
 }
 
 TEST_F(LoadgenTest, OpenLoopSeesAStallThatClosedLoopHides) {
