@@ -2,16 +2,19 @@
 // closed-loop concurrency 1/8/32/64 with batching on and off against a real
 // server on loopback, and the offline limit (in-process forward at max batch).
 //
-// The variants of one concurrency (off, on, on + idle flush, offline) take
+// The variants of one concurrency (off, on, alt: on with --alt's batching
+// options, offline) take
 // turns in short slices, and each figure pools its slices: a shared machine's
 // speed drifts by tens of percent within seconds, and measured one after the
 // other the variants would each get a different machine.
 //
 //   build/bench/batching_bench [--repo=build/repository] [--seconds=3] [--slices=6]
+//                              [--alt='idle_flush_us: 200']
 //
 // Prints each figure and the ratios the batching issue sets as goals:
 // batched/unbatched throughput at c=32 (>= 3x), batched / offline (>= 85%),
-// and p99 against max_queue_delay + 2 x mean batch compute time.
+// and p99 against max_queue_delay + 2 x mean batch compute time, for on and
+// for alt.
 #include <signal.h>
 
 #include <algorithm>
@@ -41,13 +44,14 @@ ABSL_FLAG(double, seconds, 3, "Measured seconds per point, over all its slices")
 ABSL_FLAG(int, delay_us, 2000, "max_queue_delay_us of the batched variants");
 ABSL_FLAG(std::string, concurrency, "1,8,32,64", "Closed-loop concurrencies, comma-separated");
 ABSL_FLAG(int, slices, 6, "Turns the variants of one point take (each slice warms up 0.3 s first)");
+ABSL_FLAG(std::string, alt, "delay_from_free: true",
+          "dynamic_batching fields the alt variant adds to on's (config.pbtxt text)");
 
 namespace dytserve {
 namespace {
 
 namespace fs = std::filesystem;
 constexpr int kMaxBatch = 64;
-constexpr int kIdleUs = 200;
 
 struct Point {
   double rps = 0;
@@ -84,15 +88,15 @@ struct Pool {
   }
 };
 
-// A repository with each ViT three times: batched, batched with
-// idle_flush_us, and unbatched (max_batch_size 1: every request alone).
+// A repository with each ViT three times: batched, batched with --alt's
+// fields, and unbatched (max_batch_size 1: every request alone).
 fs::path MakeRepo(const fs::path& source) {
   const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-bench-", getpid());
   fs::remove_all(dir);
   for (const std::string model : {"vit_ln", "vit_dyt"}) {
-    for (const std::string variant : {"", "_nobatch", "_idle"}) {
+    for (const std::string variant : {"", "_nobatch", "_alt"}) {
       const std::string batching = absl::StrCat("dynamic_batching { max_queue_delay_us: ", absl::GetFlag(FLAGS_delay_us),
-                                                variant == "_idle" ? absl::StrCat(" idle_flush_us: ", kIdleUs) : "",
+                                                variant == "_alt" ? " " + absl::GetFlag(FLAGS_alt) : "",
                                                 " max_queue_size: 4096 }\n");
       testing::AddModel(dir.string(), model + variant, (source / model / "1/model.pt").string(),
                         testing::VitConfig(variant == "_nobatch" ? 1 : kMaxBatch, batching));
@@ -167,40 +171,41 @@ int Run() {
     offline_module.eval();
     std::printf("\n%s (offline: in-process forward at batch %d, no server; measured in the same turns)\n",
                 model.c_str(), kMaxBatch);
-    std::printf("%5s | %10s %8s %8s | %10s %8s %8s %8s %7s %9s %8s | %7s %8s %9s %9s | %9s %8s %8s %8s | %8s\n",
+    std::printf("%5s | %10s %8s %8s | %10s %8s %8s %8s %7s %9s %8s | %7s %8s %9s %9s | %9s %8s %7s %8s %8s %9s | %8s\n",
                 "conc", "off rps", "p50 ms", "p99 ms", "on rps", "p50 ms", "p99 ms", "srv p99", "batch", "comp ms", "comp p99",
-                "on/off", "on/offl", "p99/bound", "srv/bound", "idle rps", "p99 ms", "idl/off", "idl/offl",
-                "offl r/s");
+                "on/off", "on/offl", "p99/bound", "srv/bound", "alt rps", "p99 ms", "batch", "alt/off", "alt/offl",
+                "p99/bound", "offl r/s");
     for (absl::string_view level : absl::StrSplit(absl::GetFlag(FLAGS_concurrency), ',')) {
       int c = 0;
       if (!absl::SimpleAtoi(level, &c) || c < 1) {
         std::fprintf(stderr, "--concurrency: '%s' is not a positive integer\n", std::string(level).c_str());
         return 2;
       }
-      Pool off, on, idle, offline;
+      Pool off, on, alt, offline;
       for (int k = 0; k < slices; ++k) {
         OfflineSlice(offline_module, slice, &offline);
         MeasureSlice(*client, *server, model + "_nobatch", c, slice, &off);
         MeasureSlice(*client, *server, model, c, slice, &on);
-        MeasureSlice(*client, *server, model + "_idle", c, slice, &idle);
+        MeasureSlice(*client, *server, model + "_alt", c, slice, &alt);
       }
-      for (const Pool* pool : {&off, &on, &idle}) {
+      for (const Pool* pool : {&off, &on, &alt}) {
         if (pool->errors > 0) std::printf("  (%d errors)\n", pool->errors);
       }
       const double offline_rows = offline.rows / offline.seconds;
-      const Point p_off = off.Summary(), p_on = on.Summary(), p_idle = idle.Summary();
+      const Point p_off = off.Summary(), p_on = on.Summary(), p_alt = alt.Summary();
       const double bound = absl::GetFlag(FLAGS_delay_us) / 1000.0 + 2 * p_on.compute_ms;
+      const double alt_bound = absl::GetFlag(FLAGS_delay_us) / 1000.0 + 2 * p_alt.compute_ms;
       std::printf("%5d | %10.0f %8.2f %8.2f | %10.0f %8.2f %8.2f %8.2f %7.1f %9.2f %8.2f | %6.2fx %7.0f%% %9.2f %9.2f | "
-                  "%9.0f %8.2f %7.2fx %7.0f%% | %8.0f\n",
+                  "%9.0f %8.2f %7.1f %7.2fx %7.0f%% %9.2f | %8.0f\n",
                   c, p_off.rps, p_off.p50_ms, p_off.p99_ms, p_on.rps, p_on.p50_ms, p_on.p99_ms, p_on.server_p99_ms,
                   p_on.mean_batch, p_on.compute_ms, p_on.compute_p99_ms, p_on.rps / p_off.rps, 100 * p_on.rps / offline_rows,
-                  p_on.p99_ms / bound, p_on.server_p99_ms / bound, p_idle.rps, p_idle.p99_ms, p_idle.rps / p_off.rps,
-                  100 * p_idle.rps / offline_rows, offline_rows);
+                  p_on.p99_ms / bound, p_on.server_p99_ms / bound, p_alt.rps, p_alt.p99_ms, p_alt.mean_batch,
+                  p_alt.rps / p_off.rps, 100 * p_alt.rps / offline_rows, p_alt.p99_ms / alt_bound, offline_rows);
     }
   }
   std::printf("\ngoals at c=32: on/off >= 3x, on/offline >= 85%%, p99/bound <= 1 "
               "(bound = max_queue_delay + 2 x mean batch compute); p99 is the client's, srv p99 the server's "
-              "(receive to answer, from its histogram); idle = on plus idle_flush_us %d\n", kIdleUs);
+              "(receive to answer, from its histogram); alt = on plus '%s'\n", absl::GetFlag(FLAGS_alt).c_str());
   server->Stop(SIGTERM);
   fs::remove_all(repo);
   return 0;

@@ -60,7 +60,13 @@ bool Batcher::BatchReady() const {
   }
   const absl::Time now = options_.clock->Now();
   if (options_.idle_flush > absl::ZeroDuration() && now >= enqueued_at_.back() + options_.idle_flush) return true;
-  return now >= enqueued_at_.front() + options_.max_queue_delay;
+  return now >= DelayEnd();
+}
+
+absl::Time Batcher::DelayEnd() const {
+  const absl::Time start =
+      options_.delay_from_free ? std::max(enqueued_at_.front(), free_since_) : enqueued_at_.front();
+  return start + options_.max_queue_delay;
 }
 
 void Batcher::Loop() {
@@ -72,11 +78,10 @@ void Batcher::Loop() {
           +[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->stopping_ || !b->queue_.empty(); },
           this));
       if (stopping_) return;
-      // Wait for the batch to fill, but never past the oldest task's delay.
       // Wait for the batch to fill, but never past the oldest task's delay,
       // nor (with idle_flush) past a quiet spell after the latest arrival.
       while (!BatchReady()) {
-        absl::Time wake = enqueued_at_.front() + options_.max_queue_delay;
+        absl::Time wake = DelayEnd();
         if (options_.idle_flush > absl::ZeroDuration()) wake = std::min(wake, enqueued_at_.back() + options_.idle_flush);
         options_.clock->AwaitWithDeadline(
             &mu_, absl::Condition(+[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->BatchReady(); }, this),
@@ -111,6 +116,7 @@ void Batcher::Loop() {
     if (!live.empty()) run_batch_(std::move(live));
     absl::MutexLock lock(&mu_);
     running_rows_ = 0;
+    free_since_ = options_.clock->Now();
   }
 }
 

@@ -10,8 +10,10 @@
 // - A batch goes out when its rows reach max_batch_size or a preferred size
 //   (or pass it: rows come in whole requests), when no task has arrived for
 //   idle_flush (if set),
-//   when the oldest queued task has waited max_queue_delay, or at once when
-//   the delay is zero. Rows, not tasks, count toward the size.
+//   when the oldest queued task has waited max_queue_delay (with
+//   delay_from_free: counted from when the instance last became free, if
+//   that is later), or at once when the delay is zero. Rows, not tasks,
+//   count toward the size.
 #ifndef DYTSERVE_SERVER_CORE_BATCHER_H_
 #define DYTSERVE_SERVER_CORE_BATCHER_H_
 
@@ -53,6 +55,13 @@ class Batcher {
     // for this long: under closed-loop clients, whose requests come in a
     // burst after each batch's answers, that beats waiting the full delay.
     absl::Duration idle_flush = absl::ZeroDuration();
+    // When set, a task that queued while the instance was computing has its
+    // max_queue_delay counted from when the instance became free, not from
+    // its arrival. Under closed-loop clients the answers of one batch come
+    // back as the next forms; leaving at once with the few that queued
+    // meanwhile splits the clients into two groups whose small batches
+    // alternate, each request waiting through the other group's batch.
+    bool delay_from_free = false;
     // Tasks waiting; 0 means unbounded.
     size_t max_queue_size = 0;
     // Not owned; must outlive the batcher. Tests pass a FakeClock.
@@ -88,6 +97,9 @@ class Batcher {
 
  private:
   bool BatchReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When a partial batch leaves for the delay: the oldest task's arrival (or
+  // the instance's last free moment, with delay_from_free) plus the delay.
+  absl::Time DelayEnd() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Loop();
 
   const Options options_;
@@ -99,6 +111,7 @@ class Batcher {
   int64_t queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t running_rows_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time free_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 
   std::thread thread_;
 };

@@ -43,14 +43,17 @@ void FakeClock::Advance(absl::Duration d) {
   }
 }
 
-void FakeClock::WaitForWaiters(int n) {
+void FakeClock::WaitForWaiters(int n) { WaitForWaiters(n, absl::InfiniteDuration()); }
+
+bool FakeClock::WaitForWaiters(int n, absl::Duration timeout) {
   std::pair<FakeClock*, int> args(this, n);
   absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](std::pair<FakeClock*, int>* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return static_cast<int>(a->first->waiting_.size()) >= a->second;
-      },
-      &args));
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](std::pair<FakeClock*, int>* a) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                    return static_cast<int>(a->first->waiting_.size()) >= a->second;
+                                  },
+                                  &args),
+                              timeout);
 }
 
 }  // namespace dytserve

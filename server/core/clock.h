@@ -42,6 +42,9 @@ class FakeClock final : public Clock {
   void Advance(absl::Duration d);
   // Blocks until at least `n` threads are parked in AwaitWithDeadline.
   void WaitForWaiters(int n);
+  // The same, giving up after `timeout` of real time: false then. For tests
+  // where a broken batcher would never wait again, to fail, not hang.
+  bool WaitForWaiters(int n, absl::Duration timeout);
 
  private:
   absl::Mutex mu_;

@@ -41,6 +41,7 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
   options.max_queue_delay = absl::Microseconds(db.max_queue_delay_us());
   options.max_queue_size = db.max_queue_size();
   options.idle_flush = absl::Microseconds(db.idle_flush_us());
+  options.delay_from_free = db.delay_from_free();
   ModelMetrics* model_metrics = served->metrics_.get();
   options.on_queue_change = [model_metrics](int64_t delta) { model_metrics->AddQueueDepth(static_cast<double>(delta)); };
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 
 namespace dytserve {
 namespace {
@@ -210,6 +211,86 @@ TEST(Batcher, IdleFlushSendsAPartialBatchAfterAQuietSpell) {
   clock.Advance(absl::Microseconds(400));  // 1 ms quiet: leave, long before the 10 ms delay
   ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_EQ(rows_seen.load(), 2);
+}
+
+// Runs `a` as a first batch that computes until `release`; while it computes,
+// `b` queues and the clock moves past b's delay. Returns the rows of each
+// batch after the first, as they leave.
+class BusyInstance {
+ public:
+  explicit BusyInstance(bool delay_from_free) {
+    Batcher::Options options;
+    options.max_batch_size = 8;
+    options.max_queue_delay = absl::Milliseconds(10);
+    options.delay_from_free = delay_from_free;
+    options.clock = &clock_;
+    batcher_ = std::make_unique<Batcher>(options, [this](Batcher::Batch batch) {
+      int64_t rows = 0;
+      for (auto& t : batch) {
+        rows += t->rows();
+        t->Complete(absl::OkStatus());
+      }
+      if (first_.exchange(false)) {
+        computing_.Notify();
+        release_.WaitForNotification();
+        return;
+      }
+      absl::MutexLock lock(&mu_);
+      later_rows_.push_back(rows);
+    });
+    Schedule();
+    clock_.WaitForWaiters(1);
+    clock_.Advance(absl::Milliseconds(10));  // the first task's delay: it leaves alone
+    computing_.WaitForNotification();
+    Schedule();                              // b queues while the instance computes
+    clock_.Advance(absl::Milliseconds(30));  // b has waited 3x its delay when the batch ends
+    release_.Notify();
+  }
+  void Schedule() {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(1, &log_, &mu_);
+    ASSERT_TRUE(batcher_->Schedule(&task).ok());
+  }
+  std::vector<int64_t> LaterRows() {
+    absl::MutexLock lock(&mu_);
+    return later_rows_;
+  }
+  // Polls (the batch thread runs on its own) until `n` later batches left.
+  bool AwaitLaterBatches(size_t n) {
+    for (int i = 0; i < 30000; ++i) {
+      if (LaterRows().size() >= n) return true;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return false;
+  }
+  FakeClock clock_;
+
+ private:
+  absl::Mutex mu_;
+  std::vector<absl::StatusCode> log_;
+  std::vector<int64_t> later_rows_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> first_{true};
+  absl::Notification computing_, release_;
+  std::unique_ptr<Batcher> batcher_;
+};
+
+TEST(Batcher, ATaskThatWaitedThroughABatchLeavesAtOnceByDefault) {
+  BusyInstance instance(/*delay_from_free=*/false);
+  ASSERT_TRUE(instance.AwaitLaterBatches(1)) << "no time passes: b leaves because it already waited";
+  EXPECT_EQ(instance.LaterRows(), std::vector<int64_t>{1});
+}
+
+TEST(Batcher, DelayFromFreeGathersTheNextBatchAfterABusySpell) {
+  BusyInstance instance(/*delay_from_free=*/true);
+  // The batch thread waits again, for b's delay counted from now.
+  ASSERT_TRUE(instance.clock_.WaitForWaiters(1, absl::Seconds(10))) << "b left at once";
+  instance.Schedule();                // c: an answer's client sending again
+  instance.clock_.Advance(absl::Milliseconds(9));
+  // Still waiting: 9 ms of the 10 since the instance became free.
+  ASSERT_TRUE(instance.clock_.WaitForWaiters(1, absl::Seconds(10))) << "left before the delay";
+  EXPECT_TRUE(instance.LaterRows().empty()) << "left before the delay counted from the free moment";
+  instance.clock_.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(instance.AwaitLaterBatches(1));
+  EXPECT_EQ(instance.LaterRows(), std::vector<int64_t>{2}) << "b and c leave together";
 }
 
 TEST(Batcher, PreferredSizeLeavesAtOnce) {
