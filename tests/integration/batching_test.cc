@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
@@ -179,6 +180,59 @@ dynamic_batching { max_queue_delay_us: 20000 ragged_batching: true }
   const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
   EXPECT_LT(Metric(body, "dytserve_batch_executions_total{model=\"masked\",version=\"1\"}"), kRequests)
       << "requests of different lengths shared batches";
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  fs::remove_all(dir);
+}
+
+// delay_from_free, served: a request that queued while a long batch computed
+// waits its delay from the batch's end, so one sent after that batch's answer
+// shares its batch. Without the option it would have left alone at once when
+// its 500 ms delay ran out during the 2048-row batch (4 s on the 2-core CI
+// machine; on a CPU fast enough to finish within the delay the test passes
+// either way, but cannot tell the two apart).
+TEST(Batching, DelayFromFreeLetsARequestSentAfterABatchJoinTheOneQueuedDuringIt) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-delay-from-free-", getpid());
+  fs::remove_all(dir);
+  testing::AddModel(dir, "vit", absl::StrCat(DYTSERVE_TEST_REPO, "/vit_ln/1/model.pt"),
+                    testing::VitConfig(2048, "dynamic_batching { max_queue_delay_us: 500000 delay_from_free: true }\n"));
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", dir.string())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  options.default_deadline = absl::Seconds(120);
+  std::unique_ptr<Client> client = *Client::Create(options);
+  std::mt19937_64 rng(9);
+  const ModelMetadata metadata = *client->GetModelMetadata("vit");
+  GenerateOptions big;
+  big.rows = 2048;  // a full batch: it leaves at once
+  const std::vector<Tensor> big_inputs = *GenerateInputs(metadata, big, &rng);
+  const std::vector<Tensor> one = *GenerateInputs(metadata, {}, &rng);
+
+  absl::Notification big_done, queued_done;
+  absl::Status big_status, queued_status;
+  client->InferAsync("vit", big_inputs, {}, [&](absl::StatusOr<InferResult> r) {
+    big_status = r.status();
+    big_done.Notify();
+  });
+  absl::SleepFor(absl::Milliseconds(50));  // the big batch computes
+  client->InferAsync("vit", one, {}, [&](absl::StatusOr<InferResult> r) {
+    queued_status = r.status();
+    queued_done.Notify();
+  });
+  ASSERT_TRUE(big_done.WaitForNotificationWithTimeout(absl::Seconds(120)));
+  ASSERT_TRUE(big_status.ok()) << big_status;
+  EXPECT_FALSE(queued_done.HasBeenNotified()) << "the queued request left alone at the big batch's end";
+  absl::StatusOr<InferResult> after = client->Infer("vit", one);  // the answered client sends again
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_TRUE(queued_done.WaitForNotificationWithTimeout(absl::Seconds(120)));
+  ASSERT_TRUE(queued_status.ok()) << queued_status;
+
+  const std::string body = *testing::HttpGet((*server)->metrics_address(), "/metrics");
+  EXPECT_EQ(Metric(body, "dytserve_inferences_total{model=\"vit\",version=\"1\"}"), 2050);
+  EXPECT_EQ(Metric(body, "dytserve_batch_executions_total{model=\"vit\",version=\"1\"}"), 2)
+      << "the big batch, then the queued request with the one sent after it";
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
   fs::remove_all(dir);
 }
