@@ -78,14 +78,14 @@ MODELS = {
 IO = {
     "vit": dict(inputs=[dict(name="pixel_values", data_type="TYPE_FP32", dims=[1, 8, 8])],
                 outputs=[dict(name="logits", data_type="TYPE_FP32", dims=[10])],
-                batching="max_queue_delay_us: 2000 max_queue_size: 1024"),
+                batching="max_queue_delay_us: 2000 max_queue_size: 256"),
     # Causal attention: right padding leaves real positions unchanged, so
     # requests of different lengths may share a batch; logits follow the
     # sequence dim and are sliced back per request.
     "llama": dict(inputs=[dict(name="input_ids", data_type="TYPE_INT64", dims=[-1], pad_value=0)],
                   outputs=[dict(name="logits", data_type="TYPE_FP32", dims=[-1, LLAMA_VOCAB],
                                 follows='follows { input: "input_ids" input_dim: 0 output_dim: 0 }')],
-                  batching=("max_queue_delay_us: 2000 max_queue_size: 1024 "
+                  batching=("max_queue_delay_us: 2000 max_queue_size: 256 "
                             "ragged_batching: true length_bucket: 32")),
 }
 

@@ -182,7 +182,7 @@ def test_config_text(repo, name):
         assert 'input { name: "pixel_values" data_type: TYPE_FP32 dims: [1, 8, 8] }' in text
         assert 'output { name: "logits" data_type: TYPE_FP32 dims: [10] }' in text
         assert "max_batch_size: 64\n" in text
-        assert "dynamic_batching { max_queue_delay_us: 2000 max_queue_size: 1024 }\n" in text
+        assert "dynamic_batching { max_queue_delay_us: 2000 max_queue_size: 256 }\n" in text
         acc = _manifest(repo)["models"][name]["test_accuracy"]
         assert f'parameters {{ key: "test_accuracy" value: "{acc:.4f}" }}' in text
         has_attention_param = 'parameters { key: "attention" value: "relu/L" }' in text
@@ -246,7 +246,7 @@ def test_config_generator_matches_brief_example():
         "max_batch_size: 64\n"
         'input { name: "pixel_values" data_type: TYPE_FP32 dims: [1, 8, 8] }\n'
         'output { name: "logits" data_type: TYPE_FP32 dims: [10] }\n'
-        "dynamic_batching { max_queue_delay_us: 2000 max_queue_size: 1024 }\n"
+        "dynamic_batching { max_queue_delay_us: 2000 max_queue_size: 256 }\n"
         'instance_group { count: 1 device: "cpu" }\n'
         'parameters { key: "norm" value: "dyt" }\n'
         'parameters { key: "test_accuracy" value: "0.9583" }\n')
