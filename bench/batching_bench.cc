@@ -45,7 +45,8 @@ ABSL_FLAG(int, delay_us, 2000, "max_queue_delay_us of the batched variants");
 ABSL_FLAG(std::string, concurrency, "1,8,32,64", "Closed-loop concurrencies, comma-separated");
 ABSL_FLAG(int, slices, 6, "Turns the variants of one point take (each slice warms up 0.3 s first)");
 ABSL_FLAG(std::string, alt, "delay_from_free: true",
-          "dynamic_batching fields the alt variant adds to on's (config.pbtxt text)");
+          "dynamic_batching fields the alt variant adds to on's (config.pbtxt text; not max_queue_delay_us "
+          "or max_queue_size, which on sets already: a repeated field does not load)");
 
 namespace dytserve {
 namespace {

@@ -53,9 +53,10 @@ struct StepResult {
   std::vector<double> window_rps;
   std::vector<double> window_p99_us;
   double cpu_us_per_request = 0;  // this process's user+system CPU per request
-  // Requests sent (not completed) in the reported windows, per second: what
-  // an open-loop schedule controls. Completions in the same windows can be
-  // more or fewer when the server's latency moves requests across an edge.
+  // Requests sent in the reported windows (and answered, with any code,
+  // before the step ended), per second: what an open-loop schedule
+  // controls. Completions in the same windows can be more or fewer when the
+  // server's latency moves requests across an edge.
   double sent_rps = 0;
   double throughput_rps() const { return elapsed_s > 0 ? samples.size() / elapsed_s : 0; }
 };

@@ -64,8 +64,10 @@ bool Batcher::BatchReady() const {
 }
 
 absl::Time Batcher::DelayEnd() const {
-  const absl::Time start =
-      options_.delay_from_free ? std::max(enqueued_at_.front(), free_since_) : enqueued_at_.front();
+  // Tasks left over from before the last batch (they did not fit) keep their
+  // own arrival: they did not queue while the instance computed.
+  const absl::Time start = options_.delay_from_free && leftovers_ == 0 ? std::max(enqueued_at_.front(), free_since_)
+                                                                       : enqueued_at_.front();
   return start + options_.max_queue_delay;
 }
 
@@ -96,6 +98,7 @@ void Batcher::Loop() {
         queue_.pop_front();
         enqueued_at_.pop_front();
       }
+      leftovers_ = queue_.size();
       queued_rows_ -= rows;
       running_rows_ = rows;
     }
@@ -128,6 +131,7 @@ void Batcher::Shutdown() {
     stopping_ = true;
     orphans.swap(queue_);
     enqueued_at_.clear();
+    leftovers_ = 0;
     queued_rows_ = 0;
   }
   if (options_.on_queue_change && !orphans.empty()) options_.on_queue_change(-static_cast<int64_t>(orphans.size()));

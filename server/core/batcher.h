@@ -61,6 +61,9 @@ class Batcher {
     // back as the next forms; leaving at once with the few that queued
     // meanwhile splits the clients into two groups whose small batches
     // alternate, each request waiting through the other group's batch.
+    // Tasks that were queued before the batch was formed (they did not fit)
+    // keep their arrival. idle_flush still counts from the last arrival, so
+    // with both set a batch can leave at the free moment.
     bool delay_from_free = false;
     // Tasks waiting; 0 means unbounded.
     size_t max_queue_size = 0;
@@ -112,6 +115,9 @@ class Batcher {
   int64_t running_rows_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time free_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Tasks at the front of the queue that were already queued when the last
+  // batch was formed (they did not fit in it).
+  size_t leftovers_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::thread thread_;
 };

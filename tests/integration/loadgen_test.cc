@@ -92,8 +92,10 @@ TEST_F(LoadgenTest, OpenLoopRateIsAccurate) {
                                        " --json=", path));
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const Struct step = Step(ReadJson(path), 0);
-  // What the schedule controls: requests sent per second, within 2%.
-  EXPECT_NEAR(Field(step, "sent_rps"), 200, 200 * 0.02) << run.output;
+  // What the schedule controls: requests sent per second, within 5% (a
+  // sender thread that a loaded machine delays by 100 ms at a window's end
+  // moves 20 of the 600 sends past it).
+  EXPECT_NEAR(Field(step, "sent_rps"), 200, 200 * 0.05) << run.output;
   // Completions in the same windows follow, but not to 2%: a latency spike
   // of the shared machine (p99s of 0.5 s are seen) moves a hundred
   // completions across a window's edge.

@@ -213,14 +213,23 @@ TEST(Batcher, IdleFlushSendsAPartialBatchAfterAQuietSpell) {
   EXPECT_EQ(rows_seen.load(), 2);
 }
 
-// Runs `a` as a first batch that computes until `release`; while it computes,
-// `b` queues and the clock moves past b's delay. Returns the rows of each
-// batch after the first, as they leave.
+// An instance whose first batch computes until the clock has moved 30 ms
+// past its start. How the instance got busy:
+enum class Busy {
+  // a lone task waits out its 10 ms delay and leaves alone; while it
+  // computes, b (1 row) queues: b has waited 3x its delay when the batch ends.
+  kQueuedDuring,
+  // a and b (2 rows each) arrive together with max_batch_size 3: a leaves
+  // alone and b, which did not fit, stays queued from before the batch (2
+  // rows: not a full batch by itself).
+  kLeftOver,
+};
+
 class BusyInstance {
  public:
-  explicit BusyInstance(bool delay_from_free) {
+  BusyInstance(bool delay_from_free, Busy busy) {
     Batcher::Options options;
-    options.max_batch_size = 8;
+    options.max_batch_size = busy == Busy::kLeftOver ? 3 : 8;
     options.max_queue_delay = absl::Milliseconds(10);
     options.delay_from_free = delay_from_free;
     options.clock = &clock_;
@@ -238,29 +247,36 @@ class BusyInstance {
       absl::MutexLock lock(&mu_);
       later_rows_.push_back(rows);
     });
-    Schedule();
-    clock_.WaitForWaiters(1);
-    clock_.Advance(absl::Milliseconds(10));  // the first task's delay: it leaves alone
-    computing_.WaitForNotification();
-    Schedule();                              // b queues while the instance computes
-    clock_.Advance(absl::Milliseconds(30));  // b has waited 3x its delay when the batch ends
+    if (busy == Busy::kLeftOver) {
+      Schedule(2);
+      Schedule(2);  // 4 rows queued: a batch is due, and only a fits
+    } else {
+      Schedule(1);
+      if (!clock_.WaitForWaiters(1, absl::Seconds(10))) ADD_FAILURE() << "the batch thread never waited";
+      clock_.Advance(absl::Milliseconds(10));  // the first task's delay: it leaves alone
+    }
+    if (!computing_.WaitForNotificationWithTimeout(absl::Seconds(10))) ADD_FAILURE() << "no first batch";
+    if (busy == Busy::kQueuedDuring) Schedule(1);
+    clock_.Advance(absl::Milliseconds(30));
     release_.Notify();
   }
-  void Schedule() {
-    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(1, &log_, &mu_);
+  void Schedule(int64_t rows) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(rows, &log_, &mu_);
     ASSERT_TRUE(batcher_->Schedule(&task).ok());
   }
   std::vector<int64_t> LaterRows() {
     absl::MutexLock lock(&mu_);
     return later_rows_;
   }
-  // Polls (the batch thread runs on its own) until `n` later batches left.
-  bool AwaitLaterBatches(size_t n) {
-    for (int i = 0; i < 30000; ++i) {
-      if (LaterRows().size() >= n) return true;
+  // Whether `n` batches after the first left within `timeout` of real time
+  // (the batch thread runs on its own).
+  bool AwaitLaterBatches(size_t n, absl::Duration timeout) {
+    const absl::Time give_up = absl::Now() + timeout;
+    while (LaterRows().size() < n) {
+      if (absl::Now() >= give_up) return false;
       absl::SleepFor(absl::Milliseconds(1));
     }
-    return false;
+    return true;
   }
   FakeClock clock_;
 
@@ -274,23 +290,30 @@ class BusyInstance {
 };
 
 TEST(Batcher, ATaskThatWaitedThroughABatchLeavesAtOnceByDefault) {
-  BusyInstance instance(/*delay_from_free=*/false);
-  ASSERT_TRUE(instance.AwaitLaterBatches(1)) << "no time passes: b leaves because it already waited";
+  BusyInstance instance(/*delay_from_free=*/false, Busy::kQueuedDuring);
+  ASSERT_TRUE(instance.AwaitLaterBatches(1, absl::Seconds(30))) << "b waited although its delay had passed";
   EXPECT_EQ(instance.LaterRows(), std::vector<int64_t>{1});
 }
 
 TEST(Batcher, DelayFromFreeGathersTheNextBatchAfterABusySpell) {
-  BusyInstance instance(/*delay_from_free=*/true);
+  BusyInstance instance(/*delay_from_free=*/true, Busy::kQueuedDuring);
   // The batch thread waits again, for b's delay counted from now.
   ASSERT_TRUE(instance.clock_.WaitForWaiters(1, absl::Seconds(10))) << "b left at once";
-  instance.Schedule();                // c: an answer's client sending again
+  instance.Schedule(1);  // c: an answered client sending again
   instance.clock_.Advance(absl::Milliseconds(9));
-  // Still waiting: 9 ms of the 10 since the instance became free.
-  ASSERT_TRUE(instance.clock_.WaitForWaiters(1, absl::Seconds(10))) << "left before the delay";
-  EXPECT_TRUE(instance.LaterRows().empty()) << "left before the delay counted from the free moment";
+  EXPECT_FALSE(instance.AwaitLaterBatches(1, absl::Milliseconds(200)))
+      << "left 9 ms after the instance became free, before the 10 ms delay";
   instance.clock_.Advance(absl::Milliseconds(1));
-  ASSERT_TRUE(instance.AwaitLaterBatches(1));
+  ASSERT_TRUE(instance.AwaitLaterBatches(1, absl::Seconds(30)));
   EXPECT_EQ(instance.LaterRows(), std::vector<int64_t>{2}) << "b and c leave together";
+}
+
+TEST(Batcher, DelayFromFreeLeavesWhatDidNotFitToItsOwnDelay) {
+  BusyInstance instance(/*delay_from_free=*/true, Busy::kLeftOver);
+  // b was queued before the batch; its delay ran out during it: it leaves at
+  // once, with no time passing after the batch.
+  ASSERT_TRUE(instance.AwaitLaterBatches(1, absl::Seconds(30))) << "b waited a second delay";
+  EXPECT_EQ(instance.LaterRows(), std::vector<int64_t>{2});
 }
 
 TEST(Batcher, PreferredSizeLeavesAtOnce) {
