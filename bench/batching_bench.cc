@@ -47,6 +47,8 @@ ABSL_FLAG(int, slices, 6, "Turns the variants of one point take (each slice warm
 ABSL_FLAG(std::string, alt, "delay_from_free: true",
           "dynamic_batching fields the alt variant adds to on's (config.pbtxt text; not max_queue_delay_us "
           "or max_queue_size, which on sets already: a repeated field does not load)");
+ABSL_FLAG(int, nice, 0,
+          "Niceness of this benchmark's client and offline threads (not the server's); 0 leaves it");
 
 namespace dytserve {
 namespace {
@@ -161,10 +163,16 @@ int Run() {
   }
   std::unique_ptr<testing::ServerProcess>& server = started->process;
   std::unique_ptr<Client>& client = started->client;
+  // The server, started first, keeps its own priority (see LowerPriority).
+  if (absl::GetFlag(FLAGS_nice) > 0 && !bench::LowerPriority(absl::GetFlag(FLAGS_nice))) {
+    std::fprintf(stderr, "--nice=%d: could not lower every thread of this process\n", absl::GetFlag(FLAGS_nice));
+    return 1;
+  }
 
   std::printf("dytserve batching benchmark, CPU, %d intra-op thread(s), max_queue_delay %d us, %.1f s per point "
-              "in %d slices\n",
-              at::get_num_threads(), absl::GetFlag(FLAGS_delay_us), absl::ToDoubleSeconds(duration), absl::GetFlag(FLAGS_slices));
+              "in %d slices, client nice %d\n",
+              at::get_num_threads(), absl::GetFlag(FLAGS_delay_us), absl::ToDoubleSeconds(duration), absl::GetFlag(FLAGS_slices),
+              absl::GetFlag(FLAGS_nice));
   const int slices = std::max(1, absl::GetFlag(FLAGS_slices));
   const absl::Duration slice = duration / slices;
   for (const std::string model : {"vit_ln", "vit_dyt"}) {

@@ -1,7 +1,11 @@
 #include "closed_loop.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <filesystem>
 #include <numeric>
 #include <random>
 
@@ -10,6 +14,18 @@
 #include "absl/time/clock.h"
 
 namespace dytserve::bench {
+
+bool LowerPriority(int nice) {
+  // Linux keeps niceness per thread, and setpriority(PRIO_PROCESS, tid)
+  // sets one thread's; /proc/self/task lists them all.
+  std::error_code ec;
+  bool all = true;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    const int tid = std::atoi(task.path().filename().c_str());
+    if (tid > 0 && setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice) != 0) all = false;
+  }
+  return all && !ec;
+}
 
 LoopResult ClosedLoop(Client& client, const std::string& model, const std::vector<Tensor>& inputs, int concurrency,
                       absl::Duration warmup, absl::Duration window, const std::function<void()>& at_start,

@@ -23,6 +23,15 @@ struct LoopResult {
   std::vector<double> latencies_ms;  // sorted
 };
 
+// Lowers every thread of this process, those already running (the gRPC
+// client's) and, through inheritance, those started later, to `nice`. On a
+// small machine the load generator shares the cores with the server it
+// measures; lowered, it takes what the server leaves instead of preempting
+// its batch threads, as a generator on another machine would. Call it after
+// the server process is started: a child inherits its parent's niceness.
+// Returns false (and leaves the rest) where a thread could not be lowered.
+bool LowerPriority(int nice);
+
 // `at_start` / `at_end` run right at the edges of the measured window (e.g.
 // to scrape server metrics).
 LoopResult ClosedLoop(Client& client, const std::string& model, const std::vector<Tensor>& inputs, int concurrency,

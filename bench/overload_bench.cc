@@ -8,7 +8,6 @@
 // latency is far below the accepted requests'), RSS growth < 10%, goodput
 // >= 80% of peak.
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -64,10 +63,11 @@ int Run() {
   }
   testing::ServerProcess& server = *started->process;
   Client& client = *started->client;
-  // On a small machine the load generator competes with the server for the
-  // same cores; lowered priority (the server, started first, keeps its own)
-  // measures the server, not the scheduler. The achieved rate is printed.
-  if (absl::GetFlag(FLAGS_nice) > 0) setpriority(PRIO_PROCESS, 0, absl::GetFlag(FLAGS_nice));
+  // The server, started first, keeps its own priority (see LowerPriority).
+  if (absl::GetFlag(FLAGS_nice) > 0 && !bench::LowerPriority(absl::GetFlag(FLAGS_nice))) {
+    std::fprintf(stderr, "--nice=%d: could not lower every thread of this process\n", absl::GetFlag(FLAGS_nice));
+    return 1;
+  }
   const std::string model = absl::GetFlag(FLAGS_model);
   std::mt19937_64 rng(7);
   absl::StatusOr<ModelMetadata> metadata = client.GetModelMetadata(model);
