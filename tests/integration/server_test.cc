@@ -531,6 +531,45 @@ TEST(Devices, AutoFallsBackToCpuAndMissingCudaIsAModelError) {
   fs::remove_all(dir);
 }
 
+// --intra_op_threads reaches OpenBLAS's own pool too (at::set_num_threads
+// does not), --blas_threads sets that pool alone; answers stay right.
+TEST(Threads, IntraOpThreadsSizeTheBlasPoolAndBlasThreadsOverridesIt) {
+  struct Case {
+    std::vector<std::string> flags;
+    std::string logged;
+  };
+  const std::vector<Case> cases = {{{"--intra_op_threads=1"}, "threads: LibTorch intra-op 1, OpenBLAS 1"},
+                                   {{"--intra_op_threads=1", "--blas_threads=2"}, "threads: LibTorch intra-op 1, OpenBLAS 2"}};
+  const std::vector<Tensor> image = {
+      Tensor::From<float>("pixel_values", {2, 1, 8, 8}, std::vector<float>(128, 0.25f))};
+  std::vector<float> first_logits;
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {absl::StrCat("--model_repository=", kRepo)};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(kServer, args);
+    ASSERT_TRUE(server.ok()) << server.status();
+    const std::string log = (*server)->Stderr();
+    if (log.find("OpenBLAS (not in use)") != std::string::npos) GTEST_SKIP() << "LibTorch's BLAS is not OpenBLAS";
+    EXPECT_NE(log.find(c.logged), std::string::npos) << log;
+    ClientOptions options;
+    options.endpoints = {(*server)->grpc_address()};
+    std::unique_ptr<Client> client = *Client::Create(options);
+    absl::StatusOr<InferResult> result = client->Infer("vit_ln", image);
+    ASSERT_TRUE(result.ok()) << result.status();
+    absl::StatusOr<std::vector<float>> values = result->outputs.at(0).As<float>();
+    ASSERT_TRUE(values.ok()) << values.status();
+    const std::vector<float>& logits = *values;
+    ASSERT_FALSE(logits.empty());
+    if (first_logits.empty()) {
+      first_logits = logits;
+    } else {
+      ASSERT_EQ(logits.size(), first_logits.size());
+      for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(logits[i], first_logits[i], 1e-4) << i;
+    }
+    EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  }
+}
+
 TEST(Limits, ElementAndRowLimitsRefuseOnlyWhatIsOver) {
   absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
       kServer, {absl::StrCat("--model_repository=", kRepo), "--max_request_elements=200", "--max_request_rows=3"});
@@ -574,7 +613,10 @@ TEST(BadFlags, ServerRefusesWithAClearMessage) {
       kServer, {absl::StrCat("--model_repository=", kRepo), "--cpu_block_cache_mb=-5"}, absl::Seconds(60));
   ASSERT_FALSE(cache.ok());
   EXPECT_NE(cache.status().message().find("--cpu_block_cache_mb must be in 0..16777216"), std::string::npos)
-      << cache.status();
+      << cache.status();  absl::StatusOr<std::unique_ptr<ServerProcess>> blas = ServerProcess::Start(
+      kServer, {absl::StrCat("--model_repository=", kRepo), "--blas_threads=-1"}, absl::Seconds(60));
+  ASSERT_FALSE(blas.ok());
+  EXPECT_NE(blas.status().message().find("--blas_threads must be >= 0"), std::string::npos) << blas.status();
 }
 
 }  // namespace
