@@ -6,7 +6,8 @@
 # (goal: 0). Stops by itself; everything runs on loopback.
 #
 #   bench/soak.sh [SECONDS] [RATE]      e.g. bench/soak.sh 600 400
-# Env: BUILD_DIR (build), REPO (BUILD_DIR/repository), MODELS (vit_ln,vit_dyt)
+# Env: BUILD_DIR (build), REPO (BUILD_DIR/repository), MODELS (vit_ln,vit_dyt),
+#      SERVER_FLAGS (further server flags, space-separated, e.g. --blas_threads=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TOTAL="${1:-600}"
@@ -14,6 +15,7 @@ RATE="${2:-400}"
 BUILD_DIR="${BUILD_DIR:-build}"
 REPO="${REPO:-$BUILD_DIR/repository}"
 MODELS="${MODELS:-vit_ln,vit_dyt}"
+read -r -a server_flags <<<"${SERVER_FLAGS:-}"
 TMP="$(mktemp -d)"
 SERVER_PID=""
 LOAD_PIDS=()
@@ -28,7 +30,7 @@ trap cleanup EXIT
 trap 'exit 143' INT TERM
 
 "$BUILD_DIR/server/dytserve-server" --model_repository="$REPO" --host=127.0.0.1 --grpc_port=0 --metrics_port=0 \
-  >"$TMP/listening" 2>"$TMP/server.log" &
+  "${server_flags[@]}" >"$TMP/listening" 2>"$TMP/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 600); do grep -q listening "$TMP/listening" && break; sleep 0.2; done
 LINE="$(cat "$TMP/listening")"
@@ -38,7 +40,7 @@ METRICS="${LINE#*metrics=}"
 
 rss() { curl -fsS --max-time 5 "http://$METRICS/metrics" | awk '/^process_resident_memory_bytes / { print $2 }'; }
 
-echo "soak: ${SECONDS_TOTAL}s of open-loop load at ${RATE} req/s over $MODELS on $GRPC"
+echo "soak: ${SECONDS_TOTAL}s of open-loop load at ${RATE} req/s over $MODELS on $GRPC${SERVER_FLAGS:+ (server: $SERVER_FLAGS)}"
 IFS=, read -r -a models <<<"$MODELS"
 per_model=$(( RATE / ${#models[@]} ))
 for m in "${models[@]}"; do
