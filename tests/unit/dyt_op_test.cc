@@ -109,6 +109,16 @@ TEST(DytOp, TanhApproximationIsWithinAFewUlps) {
     worst = std::max(worst, std::abs(double(DytTanhScalar(static_cast<float>(x))) - std::tanh(double(float(x)))));
   }
   EXPECT_LE(worst, 5e-7);
+  // The vector kernels too.
+  const at::Tensor x = at::arange(-12.0, 12.0, 1e-4, at::kFloat);
+  const at::Tensor ref = at::tanh(x.to(at::kDouble));
+  for (DytIsa isa : {DytIsa::kAvx2, DytIsa::kAvx512}) {
+    SetDytIsa(isa);
+    const at::Tensor y = Dyt(x, at::full({1}, 1.0), c10::nullopt, c10::nullopt, true).to(at::kDouble);
+    EXPECT_LE((y - ref).abs().max().item<double>(), 5e-7) << DytIsaName(ActiveDytIsa());
+    EXPECT_LE(y.abs().max().item<double>(), 1.0) << DytIsaName(ActiveDytIsa());
+  }
+  SetDytIsa(DytIsa::kAuto);
 }
 
 TEST_P(DytOp, NanStaysNanInfinitiesSaturateAndZeroGivesTheBias) {
