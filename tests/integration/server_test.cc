@@ -613,7 +613,8 @@ TEST(BadFlags, ServerRefusesWithAClearMessage) {
       kServer, {absl::StrCat("--model_repository=", kRepo), "--cpu_block_cache_mb=-5"}, absl::Seconds(60));
   ASSERT_FALSE(cache.ok());
   EXPECT_NE(cache.status().message().find("--cpu_block_cache_mb must be in 0..16777216"), std::string::npos)
-      << cache.status();  absl::StatusOr<std::unique_ptr<ServerProcess>> blas = ServerProcess::Start(
+      << cache.status();
+  absl::StatusOr<std::unique_ptr<ServerProcess>> blas = ServerProcess::Start(
       kServer, {absl::StrCat("--model_repository=", kRepo), "--blas_threads=-1"}, absl::Seconds(60));
   ASSERT_FALSE(blas.ok());
   EXPECT_NE(blas.status().message().find("--blas_threads must be >= 0"), std::string::npos) << blas.status();
