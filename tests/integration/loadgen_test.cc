@@ -67,11 +67,18 @@ TEST_F(LoadgenTest, ClosedLoopSweepWritesTheJsonSchemaCsvAndHtml) {
     for (const char* k : {"queue_us", "compute_us", "avg_batch"}) EXPECT_GT(Field(step, "server", k), 0) << k;
     EXPECT_GT(Field(step, "client_cpu_us_per_request"), 0);
   }
-  // (Not in a sanitizer build: whether 4 clients' requests meet within the
-  // 2 ms queue delay depends on how fast the clients send, which the
-  // sanitizer's slowdown changes.)
+  // One client never shares a batch; four can never exceed four rows. How
+  // many of the four meet in one batch depends on how fast a loaded machine
+  // lets the clients send (2.1 was seen on CI against 3-4 here), so the test
+  // asks only that they do meet.
+  // (The scrapes bracketing a step may fall between a batch's two counters,
+  // hence the small slack.)
+  EXPECT_NEAR(Field(Step(root, 0), "server", "avg_batch"), 1.0, 0.05);
+  EXPECT_LE(Field(Step(root, 1), "server", "avg_batch"), 4.2);
+  // (Not in a sanitizer build: there the slowed clients may well never meet
+  // within the 2 ms queue delay.)
 #ifndef DYTSERVE_SANITIZER_BUILD
-  EXPECT_NEAR(Field(Step(root, 1), "server", "avg_batch"), 4, 1.5) << "4 clients batch together";
+  EXPECT_GT(Field(Step(root, 1), "server", "avg_batch"), 1.3) << "4 clients batch together";
 #endif
   std::ifstream csv(dir + "/lg.csv");
   std::string header, line;
