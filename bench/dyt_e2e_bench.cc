@@ -7,7 +7,10 @@
 // consecutive blocks, each giving its own ratio: their spread shows how far
 // one figure can be trusted.
 //
-//   build/bench/dyt_e2e_bench [--repo=build/repository] [--seconds=60] [--blocks=5]
+//   build/bench/dyt_e2e_bench [--repo=build/repository] [--seconds=60] [--blocks=5] [--rows=1]
+//
+// --rows sets the rows of every request (images, or token sequences): the
+// norms' share of the work grows with the activations they stream through.
 //
 // Goals: DyT ViT p50 <= 0.95 x LN ViT p50; DyT decoder p50 <= RMSNorm decoder p50.
 #include <signal.h>
@@ -32,6 +35,7 @@ ABSL_FLAG(std::string, server, "build/server/dytserve-server", "dytserve-server 
 ABSL_FLAG(std::string, work_dir, "build/bench-e2e", "Where the ViT-Tiny pair is exported");
 ABSL_FLAG(double, seconds, 60, "Measured seconds, all models together (after 3 s of warm-up)");
 ABSL_FLAG(int, blocks, 5, "Consecutive blocks the run is cut into for the spread of each ratio");
+ABSL_FLAG(int, rows, 1, "Rows (images, token sequences) per request, 1 to 8 (the pairs' max_batch_size)");
 
 namespace dytserve {
 namespace {
@@ -39,6 +43,11 @@ namespace {
 namespace fs = std::filesystem;
 
 int Run() {
+  const int rows = absl::GetFlag(FLAGS_rows);
+  if (rows < 1 || rows > 8) {
+    std::fprintf(stderr, "--rows=%d: must be 1 to 8 (the max_batch_size of the exported pairs)\n", rows);
+    return 1;
+  }
   const fs::path work = absl::GetFlag(FLAGS_work_dir);
   const fs::path repo = work / "repo";
   if (!fs::exists(repo / "vit_tiny_nonorm/config.pbtxt")) {
@@ -63,6 +72,7 @@ int Run() {
   std::mt19937_64 rng(1);
   for (const std::string& m : models) {
     GenerateOptions g;
+    g.rows = rows;
     g.seq_len = 128;
     g.int_high = 256;
     targets.push_back({m, *GenerateInputs(*client->GetModelMetadata(m), g, &rng)});
@@ -97,11 +107,11 @@ int Run() {
   const auto vit = ratio("vit_tiny_dyt", "vit_tiny_ln"), unfused = ratio("vit_tiny_dyt_unfused", "vit_tiny_ln");
   const auto floor = ratio("vit_tiny_nonorm", "vit_tiny_ln");
   const auto decoder = ratio("llama_dyt", "llama_rms");
-  std::printf("ViT-Tiny (1x3x224x224): DyT fused / LN = %.3f (blocks %.3f-%.3f; goal <= 0.95); "
-              "DyT unfused / LN = %.3f (%.3f-%.3f)\n", vit[0], vit[1], vit[2], unfused[0], unfused[1], unfused[2]);
+  std::printf("ViT-Tiny (%dx3x224x224): DyT fused / LN = %.3f (blocks %.3f-%.3f; goal <= 0.95); "
+              "DyT unfused / LN = %.3f (%.3f-%.3f)\n", rows, vit[0], vit[1], vit[2], unfused[0], unfused[1], unfused[2]);
   std::printf("ViT-Tiny with no norm at all / LN = %.3f (%.3f-%.3f): the floor for any norm replacement\n", floor[0],
               floor[1], floor[2]);
-  std::printf("decoder (1x128 tokens): DyT fused / RMSNorm = %.3f (blocks %.3f-%.3f; goal <= 1.0)\n", decoder[0],
+  std::printf("decoder (%dx128 tokens): DyT fused / RMSNorm = %.3f (blocks %.3f-%.3f; goal <= 1.0)\n", rows, decoder[0],
               decoder[1], decoder[2]);
   server->Stop(SIGTERM);
   return 0;
