@@ -305,7 +305,7 @@ TEST(Overload, AFullQueueShedsAtOnceAndServesTheRest) {
   fs::remove_all(dir);
   // A queue of 4 that waits 1.5 s for a fuller batch: a burst overflows it.
   testing::AddModel(dir, "vit_dyt", absl::StrCat(DYTSERVE_TEST_REPO, "/vit_dyt/1/model.pt"),
-                    testing::VitConfig(64, "dynamic_batching { max_queue_delay_us: 3000000 max_queue_size: 4 }\n"));
+                    testing::VitConfig(64, "dynamic_batching { max_queue_delay_us: 1500000 max_queue_size: 4 }\n"));
   absl::StatusOr<std::unique_ptr<ServerProcess>> server =
       ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", dir.string())});
   ASSERT_TRUE(server.ok()) << server.status();
