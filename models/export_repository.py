@@ -11,6 +11,8 @@ writes
     DIR/vit_dyt_relu_attn/{config.pbtxt,1/model.pt}  digits ViT, DynamicTanh, ReLU/L attention, trained here
     DIR/llama_rms/{config.pbtxt,1/model.pt}          tiny LLaMA, RMSNorm, random init (seed 0)
     DIR/llama_dyt/{config.pbtxt,1/model.pt}          its DyT twin (paper-style alpha0 by width/position)
+    DIR/vit_dyt_aoti/{config.pbtxt,1/model.pt2}      vit_dyt's weights as an AOTInductor package
+    DIR/llama_dyt_aoti/{config.pbtxt,1/model.pt2}    llama_dyt's weights as an AOTInductor package
     DIR/experiments.pbtxt                             the default experiments (dytserve.v1.ExperimentList)
     DIR/manifest.json                                 written last; records the source hash
 
@@ -18,9 +20,12 @@ The four ViTs are trained with the same recipe (dytserve_models.train) and
 differ only in the norm and the attention (softmax, or ReLU(q k^T / sqrt(d)) / L).
 
 model.pt is ``torch.jit.save`` of ``torch.jit.script(model.eval())`` (not
-frozen): ``forward(self, <input>: Tensor) -> Tensor``.  Re-running with
---force on the same machine and checkout reproduces every file byte for byte
-(the script re-executes itself with PYTHONHASHSEED=0 for that).
+frozen): ``forward(self, <input>: Tensor) -> Tensor``.  model.pt2 is
+``dytserve_models.aoti.export_package`` of the same module (CPU, dynamic batch,
+and dynamic length for the decoder), so an experiment can compare formats on
+identical weights.  Re-running with --force on the same machine and checkout
+reproduces every file byte for byte (the script re-executes itself with
+PYTHONHASHSEED=0 for that).
 
 If DIR/manifest.json records the same hash of the models/ sources (and torch
 version) as now and every file is present, prints "repository up to date" and
@@ -74,6 +79,11 @@ MODELS = {
                           max_batch_size=VIT_MAX_BATCH),
     "vit_dyt_relu_attn": dict(kind="vit", norm="dyt", train_norm="dyt", attention="relu",
                               max_batch_size=VIT_MAX_BATCH),
+    # AOTInductor twins: the module of `twin`, compiled (models/dytserve_models/aoti.py).
+    "vit_dyt_aoti": dict(kind="vit", norm="dyt", attention="softmax", twin="vit_dyt", format="aoti",
+                         max_batch_size=VIT_MAX_BATCH),
+    "llama_dyt_aoti": dict(kind="llama", norm="dyt", twin="llama_dyt", format="aoti",
+                           max_batch_size=LLAMA_MAX_BATCH),
 }
 IO = {
     "vit": dict(inputs=[dict(name="pixel_values", data_type="TYPE_FP32", dims=[1, 8, 8])],
@@ -90,7 +100,13 @@ IO = {
 }
 
 
-VIT_NAMES = [n for n, spec in MODELS.items() if spec["kind"] == "vit"]
+# The ViTs that are trained (the AOTInductor twins reuse their twin's module).
+VIT_NAMES = [n for n, spec in MODELS.items() if spec["kind"] == "vit" and "twin" not in spec]
+
+
+def model_file(name: str) -> str:
+    """The file under <model>/1/: model.pt (TorchScript) or model.pt2 (AOTInductor)."""
+    return "model.pt2" if MODELS[name].get("format") == "aoti" else "model.pt"
 
 # config.pbtxt parameter naming the attention, for the models that do not use softmax
 # (vit_ln / vit_dyt keep their config unchanged).
@@ -143,7 +159,8 @@ def source_hash() -> str:
 
 def expected_files(out: Path):
     """Every file the export writes except manifest.json."""
-    return [out / n / p for n in MODELS for p in ("config.pbtxt", "1/model.pt")] + [out / EXPERIMENTS_FILE]
+    return ([out / n / p for n in MODELS for p in ("config.pbtxt", "1/" + model_file(n))]
+            + [out / EXPERIMENTS_FILE])
 
 
 def up_to_date(out: Path, digest: str) -> bool:
@@ -178,7 +195,7 @@ def config_pbtxt(name: str, parameters: dict) -> str:
     io = IO[spec["kind"]]
     lines = [
         f"name: {_quote(name)}",
-        'platform: "torchscript"',
+        'platform: "torch_aoti"' if spec.get("format") == "aoti" else 'platform: "torchscript"',
         f"max_batch_size: {spec['max_batch_size']}",
     ]
     for inp in io["inputs"]:
@@ -228,6 +245,24 @@ def script_and_check(model, example) -> bytes:
     return data
 
 
+def compile_and_check(model, example, io: dict, max_batch_size: int) -> bytes:
+    """AOTInductor package of ``model`` (eval, CPU); checks it loads and matches eager; returns its bytes."""
+    import torch
+    from dytserve_models.aoti import export_package
+
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_package(model, [example], io["inputs"], io["outputs"], max_batch_size,
+                              os.path.join(tmp, "model.pt2"))
+        loaded = torch._inductor.aoti_load_package(path)
+        with torch.no_grad():
+            diff = (loaded(example) - model(example)).abs().max().item()
+        if not diff <= 1e-5:
+            raise RuntimeError(f"AOTInductor output differs from eager by {diff}")
+        with open(path, "rb") as f:
+            return f.read()
+
+
 def num_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -272,17 +307,25 @@ def build(out: Path) -> dict:
     manifest = {"format": MANIFEST_FORMAT, "source_hash": source_hash(),
                 "torch_version": torch.__version__, "seed": SEED, "models": {}}
     for name in MODELS:
-        model, facts = built[name]
         spec = MODELS[name]
-        data = script_and_check(model, examples[spec["kind"]])
+        if "twin" in spec:
+            model, twin_facts = built[spec["twin"]]
+            facts = {k: v for k, v in twin_facts.items() if k != "test_accuracy"}
+            facts["twin"] = spec["twin"]
+            t0 = time.time()
+            data = compile_and_check(model, examples[spec["kind"]], IO[spec["kind"]], spec["max_batch_size"])
+            print(f"{name}: compiled with AOTInductor in {time.time() - t0:.1f}s", flush=True)
+        else:
+            model, facts = built[name]
+            data = script_and_check(model, examples[spec["kind"]])
         n_params = num_parameters(model)
         params = {"norm": spec["norm"], "num_parameters": str(n_params)}
         if spec.get("attention") in ATTENTION_PARAMETER:
             params["attention"] = ATTENTION_PARAMETER[spec["attention"]]
         params.update({k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in facts.items()})
-        _atomic_write(out / name / "1" / "model.pt", data)
+        _atomic_write(out / name / "1" / model_file(name), data)
         _atomic_write(out / name / "config.pbtxt", config_pbtxt(name, params).encode())
-        entry = {"norm": spec["norm"], "num_parameters": n_params,
+        entry = {"norm": spec["norm"], "num_parameters": n_params, "format": spec.get("format", "torchscript"),
                  "max_batch_size": spec["max_batch_size"], **IO[spec["kind"]],
                  "model_sha256": hashlib.sha256(data).hexdigest()}
         if "attention" in spec:

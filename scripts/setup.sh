@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Installs every Debian package dytserve needs, and only what is missing, so it is
-# safe to run on every build (a fresh machine and a warm one take the same path).
+# Installs what dytserve needs, and only what is missing, so it is safe to run
+# on every build (a fresh machine and a warm one take the same path):
+#   1. Debian packages: toolchain, gRPC, Protobuf, Abseil, prometheus-cpp, GTest...
+#   2. The project's virtual environment (.venv, or $DYTSERVE_VENV), made with
+#      Debian's /usr/bin/python3, holding models/requirements.txt: the pinned
+#      PyPI torch==2.11.0, whose wheel is also the LibTorch the server links.
+# Prints nothing on stdout (serve.sh's stdout is the server's).
 set -euo pipefail
+exec 1>&2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git curl openssl
-  libtorch-dev python3-torch python3-numpy python3-sklearn python3-pytest
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  # Without the pthread OpenBLAS, LibTorch falls back to reference BLAS and
-  # every matmul is ~27x slower.
-  libopenblas0-pthread
+  # The virtual environment, made from Debian's interpreter (the python3 first
+  # on PATH may be another one); python3-dev for AOTInductor's compile step.
+  python3 python3-venv python3-dev
   # promtool, for the metrics lint in the test suite.
   prometheus
-  # The deploy manifest test: PyYAML parses deploy/k8s and docker-compose.yml,
-  # and docker-compose 1.29 validates the compose file (`config` needs no daemon).
-  python3-yaml
+  # docker-compose 1.29 validates the compose file in the deploy manifest test
+  # (`config` needs no daemon).
   docker-compose
   # Sanitizer and fuzzing builds (scripts/sanitize.sh, docs/testing.md): clang,
   # its sanitizer and libFuzzer runtimes (only recommended by clang, and this
@@ -29,13 +34,41 @@ for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO=sudo
 if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}" >&2
-  SUDO=""
-  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-  echo "setup: all packages present" >&2
+  echo "setup: all Debian packages present"
+fi
+
+# Debian's LibTorch 1.13 must not be found beside the pinned one: its
+# libc10.so/libtorch.so in /usr/lib would shadow the wheel's at link or load
+# time. CMake refuses a Torch outside the venv (CMakeLists.txt); say why here.
+for p in libtorch-dev libtorch1.13 python3-torch; do
+  if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    echo "setup: note: Debian's $p is installed; dytserve no longer uses it (remove it with: apt-get remove $p)"
+  fi
+done
+
+# The virtual environment. A stamp holding the requirements' hash makes the
+# warm path a file comparison, not a pip run.
+VENV=${DYTSERVE_VENV:-$ROOT/.venv}
+REQS=$ROOT/models/requirements.txt
+want=$(sha256sum "$REQS" | cut -d' ' -f1)
+stamp=$VENV/.dytserve-requirements
+if [[ -x $VENV/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+  echo "setup: virtual environment $VENV up to date"
+else
+  echo "setup: installing $REQS into $VENV (first time: about 3.5 GB from PyPI, torch and its CUDA libraries)"
+  start=$(date +%s)
+  [[ -x $VENV/bin/python ]] || /usr/bin/python3 -m venv "$VENV"
+  # PIP_FIND_LINKS may point at a local wheel folder; PyPI stays the source.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+  "$VENV/bin/python" -c 'import torch, sys; v = torch.__version__.split("+")[0]; sys.exit(0 if v == "2.11.0" else f"torch {v} in the venv, 2.11.0 pinned")'
+  echo "$want" >"$stamp"
+  echo "setup: virtual environment ready in $(($(date +%s) - start)) s ($(du -sh "$VENV" | cut -f1))"
 fi

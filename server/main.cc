@@ -36,7 +36,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
-#include "server/core/blas_threads.h"
 #include "server/core/cpu_block_cache.h"
 #include "server/core/inference_engine.h"
 #include "server/core/log.h"
@@ -56,9 +55,6 @@ ABSL_FLAG(int, metrics_port, 8002, "Prometheus /metrics port; 0 lets the OS choo
 ABSL_FLAG(bool, strict_readiness, true, "Report the server ready only when every model in the repository loaded");
 ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC request or response, in MiB");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads for the whole process; 0 keeps LibTorch's default");
-ABSL_FLAG(int, blas_threads, 0,
-          "OpenBLAS threads for matrix products (a pool of its own, whose idle workers spin); 0 takes "
-          "--intra_op_threads when that is set, else OpenBLAS's default (the host's cores)");
 ABSL_FLAG(std::string, latency_buckets, "",
           "Comma-separated histogram bucket bounds in seconds for latency metrics; empty keeps the defaults");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain file; with --tls_key, gRPC is served over TLS");
@@ -167,22 +163,9 @@ int Run() {
   const int intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   if (intra_op_threads < 0) return Fail("--intra_op_threads must be >= 0");
   if (intra_op_threads > 0) at::set_num_threads(intra_op_threads);
-  // at::set_num_threads does not reach OpenBLAS's own pool, which would
-  // otherwise keep one spinning thread per host core whatever the container
-  // was given.
-  const int blas_threads = absl::GetFlag(FLAGS_blas_threads);
-  if (blas_threads < 0) return Fail("--blas_threads must be >= 0");
-  if (const int wanted = blas_threads > 0 ? blas_threads : intra_op_threads; wanted > 0) {
-    if (absl::Status set = SetBlasThreads(wanted); !set.ok()) {
-      // Only an explicit --blas_threads is the user's demand; an
-      // --intra_op_threads that cannot reach the BLAS is still honoured.
-      if (blas_threads > 0) return Fail(absl::StrCat("--blas_threads: ", set.message()));
-      LogInfo(absl::StrCat("--intra_op_threads: BLAS threads left as they are (", set.message(), ")"));
-    }
-  }
-  const std::optional<int> blas_now = BlasThreads();
-  LogInfo(absl::StrCat("threads: LibTorch intra-op ", at::get_num_threads(), ", OpenBLAS ",
-                       blas_now.has_value() ? absl::StrCat(*blas_now) : std::string("(not in use)")));
+  // The wheel's LibTorch does its matrix products in MKL, threaded by the
+  // same OpenMP pool as every other intra-op loop: one setting covers both.
+  LogInfo(absl::StrCat("threads: LibTorch intra-op ", at::get_num_threads(), " (OpenMP; MKL's BLAS shares it)"));
 
   MetricsOptions metrics_options;
   metrics_options.record = absl::GetFlag(FLAGS_record_metrics);

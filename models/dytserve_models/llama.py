@@ -61,8 +61,10 @@ class CausalSelfAttention(nn.Module):
         v = self.wv(x).view(n, t, self.num_heads, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale + mask
-        out = torch.matmul(torch.softmax(scores, dim=-1), v)
+        # softmax(q k^T / sqrt(d) + mask) v, as one op. An explicit matmul on a
+        # transposed k made torch.export guard the length against 1, so the
+        # AOTInductor twin could not serve one-token prompts.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return self.wo(out.transpose(1, 2).reshape(n, t, c))
 
 

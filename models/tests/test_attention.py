@@ -86,7 +86,9 @@ def test_variant_attention_matches_naive_reference(kind, qk_norm, length):
     x = torch.randn(2, length, DIM, generator=torch.Generator().manual_seed(100 + length)) * 2
     with torch.no_grad():
         got = attn(x)
-    torch.testing.assert_close(got, _attention_ref(attn, x, kind, qk_norm), rtol=1e-4, atol=1e-5)
+    # float32 module against a float64 reference: with the wheel's MKL GEMM, one
+    # element of 1584 (relu, length 33) differed by 1.7e-5.
+    torch.testing.assert_close(got, _attention_ref(attn, x, kind, qk_norm), rtol=1e-4, atol=5e-5)
 
 
 def test_relu_attention_divides_by_the_key_length():

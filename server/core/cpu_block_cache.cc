@@ -77,7 +77,7 @@ void* CpuBlockCache::Map(size_t bytes) const {
   return block;
 }
 
-c10::DataPtr CpuBlockCache::allocate(size_t bytes) const {
+c10::DataPtr CpuBlockCache::allocate(size_t bytes) {
   if (static_cast<int64_t>(bytes) < options_.min_block_bytes) {
     c10::DataPtr small = small_->allocate(bytes);
     // Freed through small_'s raw deleter, which takes the data pointer.

@@ -59,8 +59,11 @@ class CpuBlockCache final : public c10::Allocator {
   // The installed instance, or null.
   static CpuBlockCache* Installed();
 
-  c10::DataPtr allocate(size_t bytes) const override;
+  c10::DataPtr allocate(size_t bytes) override;
   c10::DeleterFnPtr raw_deleter() const override { return &Free; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
 
   // Unmaps cached blocks that were not handed out since the previous call;
   // returns the bytes unmapped.

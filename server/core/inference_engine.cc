@@ -281,7 +281,10 @@ absl::StatusOr<inference::ModelMetadataResponse> InferenceEngine::ModelMetadata(
   const ModelSpec& spec = (*served)->spec();
   inference::ModelMetadataResponse out;
   out.set_name(experiment != nullptr ? std::string(name) : spec.name);
-  out.set_platform(experiment != nullptr ? "dytserve_experiment" : "pytorch_libtorch");
+  // Triton's platform names: TorchScript is "pytorch_libtorch".
+  out.set_platform(experiment != nullptr                                    ? "dytserve_experiment"
+                   : (*served)->format() == ModelFormat::kAotInductor ? "torch_aoti"
+                                                                            : "pytorch_libtorch");
   if (experiment == nullptr) {
     for (int64_t v : repository_->Versions(name)) out.add_versions(std::to_string(v));
   }

@@ -1,6 +1,6 @@
-// One loaded TorchScript module, checked against its config and placed on a
-// device. Forward runs under torch::InferenceMode. Thread-compatible: each
-// model instance is driven by one batch thread.
+// One loaded model instance, whatever its format (backend.h), checked against
+// its config and placed on a device. Forward runs under c10::InferenceMode.
+// Thread-compatible: each model instance is driven by one batch thread.
 #ifndef DYTSERVE_SERVER_CORE_MODEL_H_
 #define DYTSERVE_SERVER_CORE_MODEL_H_
 
@@ -13,19 +13,20 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "server/core/backend.h"
 #include "server/core/model_config.h"
 
 namespace dytserve {
 
 class Model {
  public:
-  // Loads `file` onto the spec's device ("auto" picks CUDA when available,
-  // else CPU with a logged notice) and checks it against the spec by running
-  // one forward on a sample input built from the config. Errors name the
-  // model and the config field that disagrees with the module.
-  // `track_memory` turns on last_peak_bytes() (a hook on every allocation).
-  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::filesystem::path& file, const ModelSpec& spec,
-                                                     bool track_memory = true);
+  // Loads `file` in `format` onto the spec's device (LoadBackend) and checks
+  // it against the spec by running one forward on a sample input built from
+  // the config. Errors name the model and the config field that disagrees
+  // with the model. `track_memory` turns on last_peak_bytes() (a hook on
+  // every allocation).
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::filesystem::path& file, ModelFormat format,
+                                                     const ModelSpec& spec, bool track_memory = true);
 
   ~Model();
   Model(const Model&) = delete;
@@ -37,11 +38,12 @@ class Model {
   // allocator's cached blocks), so the caller can retry smaller batches.
   absl::StatusOr<std::vector<at::Tensor>> Forward(const std::vector<at::Tensor>& inputs);
 
-  const ModelSpec& spec() const;
-  // "cpu" or "cuda:N": where the module actually lives.
+  const ModelSpec& spec() const { return spec_; }
+  ModelFormat format() const { return backend_->facts().format; }
+  // "cpu" or "cuda:N": where the model actually lives.
   const std::string& device() const { return device_name_; }
-  // Bytes of parameters and buffers.
-  int64_t weight_bytes() const { return weight_bytes_; }
+  // Bytes of parameters, buffers and constants.
+  int64_t weight_bytes() const { return backend_->facts().weight_bytes; }
   // Memory of the last Forward: the inputs' bytes plus the peak of what
   // LibTorch's allocators handed out on the calling thread during the pass
   // (activations, workspaces, outputs), through c10's memory-reporting hook.
@@ -49,22 +51,21 @@ class Model {
   // not seen; on CPU with one intra-op thread that is almost nothing.
   int64_t last_peak_bytes() const { return last_peak_bytes_; }
   // DyT subgraphs replaced by the fused operator at load (0: none found, or
-  // fusion off, or the fused module failed verification).
-  int fused_dyt() const { return fused_dyt_; }
+  // fusion off, or the fused module failed verification, or a format that
+  // fuses at export).
+  int fused_dyt() const { return backend_->facts().fused_dyt; }
   // Of those, DyTs whose weight and bias were folded into following Linears.
-  int folded_dyt() const { return folded_dyt_; }
+  int folded_dyt() const { return backend_->facts().folded_dyt; }
 
  private:
-  struct Impl;
-  explicit Model(std::unique_ptr<Impl> impl);
-  absl::Status FailedForward(absl::string_view what, bool out_of_memory);
+  Model(const ModelSpec& spec, std::unique_ptr<ModelBackend> backend, bool track_memory);
+  absl::Status CheckAgainstConfig();
 
-  std::unique_ptr<Impl> impl_;
+  const ModelSpec spec_;
+  const std::unique_ptr<ModelBackend> backend_;
+  const bool track_memory_;
   std::string device_name_;
-  int64_t weight_bytes_ = 0;
   int64_t last_peak_bytes_ = 0;
-  int fused_dyt_ = 0;
-  int folded_dyt_ = 0;
 };
 
 }  // namespace dytserve

@@ -160,11 +160,14 @@ absl::StatusOr<ModelSpec> BuildModelSpec(v1::ModelConfig config, absl::string_vi
     return FieldError(dir_name, "name",
                       absl::StrCat("'", model, "' does not match the directory name '", dir_name, "'"));
   }
-  if (!config.platform().empty() && config.platform() != "torchscript") {
+  // Empty: each version's format is found from its file (model.pt or
+  // model.pt2). "pytorch_libtorch" is Triton's name for TorchScript.
+  if (config.platform() == "pytorch_libtorch") config.set_platform("torchscript");
+  if (!config.platform().empty() && config.platform() != "torchscript" && config.platform() != "torch_aoti") {
     return FieldError(model, "platform",
-                      absl::StrCat("'", config.platform(), "' is not served (only torchscript)"));
+                      absl::StrCat("'", config.platform(),
+                                   "' is not served (torchscript, pytorch_libtorch or torch_aoti; empty: from the file)"));
   }
-  config.set_platform("torchscript");
   if (config.max_batch_size() < 0 || config.max_batch_size() > kMaxBatchSizeLimit) {
     return FieldError(model, "max_batch_size",
                       absl::StrCat(config.max_batch_size(), " is outside [0, ", kMaxBatchSizeLimit, "]"));

@@ -21,14 +21,14 @@ absl::StatusOr<std::vector<int64_t>> SelectVersions(const fs::path& model_dir, c
     int64_t v = 0;
     std::error_code entry_ec;
     if (it->is_directory(entry_ec) && absl::SimpleAtoi(it->path().filename().string(), &v) && v > 0 &&
-        fs::exists(it->path() / "model.pt", entry_ec)) {
+        (fs::exists(it->path() / "model.pt", entry_ec) || fs::exists(it->path() / "model.pt2", entry_ec))) {
       available.insert(v);
     }
   }
   if (ec) return absl::NotFoundError(absl::StrCat("model '", spec.name, "': ", ec.message()));
   if (available.empty()) {
     return absl::NotFoundError(
-        absl::StrCat("model '", spec.name, "': no version directory with a model.pt under ", model_dir.string()));
+        absl::StrCat("model '", spec.name, "': no version directory with a model.pt or model.pt2 under ", model_dir.string()));
   }
   const v1::VersionPolicy& policy = spec.config.version_policy();
   std::vector<int64_t> selected;
@@ -38,7 +38,7 @@ absl::StatusOr<std::vector<int64_t>> SelectVersions(const fs::path& model_dir, c
     for (int64_t v : policy.specific().versions()) {
       if (available.count(v) == 0) {
         return absl::NotFoundError(absl::StrCat("model '", spec.name, "': version_policy.specific: version ", v,
-                                                " has no ", v, "/model.pt"));
+                                                " has no ", v, "/model.pt or ", v, "/model.pt2"));
       }
       selected.push_back(v);
     }
@@ -60,8 +60,11 @@ absl::StatusOr<ModelRepository::Versions_> ModelRepository::LoadVersions(const f
   if (!selected.ok()) return selected.status();
   Versions_ versions;
   for (int64_t v : *selected) {
+    const fs::path version_dir = dir / std::to_string(v);
+    absl::StatusOr<ModelFormat> format = FormatOfVersion(version_dir, *spec);
     absl::StatusOr<std::shared_ptr<ModelVersion>> served =
-        ModelVersion::Load(*spec, v, dir / std::to_string(v) / "model.pt", metrics_);
+        format.ok() ? ModelVersion::Load(*spec, v, version_dir / std::string(ModelFileName(*format)), *format, metrics_)
+                    : absl::StatusOr<std::shared_ptr<ModelVersion>>(format.status());
     if (!served.ok()) {
       // What loaded of this model goes: a model is served whole or not.
       for (auto& [unused, loaded] : versions) loaded->Shutdown();

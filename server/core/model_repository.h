@@ -1,5 +1,5 @@
 // The model repository: <root>/<model>/config.pbtxt and
-// <root>/<model>/<version>/model.pt. Loading never stops at a bad model:
+// <root>/<model>/<version>/model.pt (TorchScript) or model.pt2 (AOTInductor). Loading never stops at a bad model:
 // each failure is reported with the model's name and the others still load.
 #ifndef DYTSERVE_SERVER_CORE_MODEL_REPOSITORY_H_
 #define DYTSERVE_SERVER_CORE_MODEL_REPOSITORY_H_

@@ -18,13 +18,13 @@ ModelVersion::~ModelVersion() { Shutdown(); }
 
 absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec& spec, int64_t version,
                                                                  const std::filesystem::path& file,
-                                                                 ServerMetrics* metrics) {
+                                                                 ModelFormat format, ServerMetrics* metrics) {
   const absl::Time start = absl::Now();
   const std::string version_string = std::to_string(version);
   std::vector<std::unique_ptr<Model>> models;
   std::vector<std::string> devices;
   for (int i = 0; i < spec.instance_count; ++i) {
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(file, spec, metrics->recording());
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(file, format, spec, metrics->recording());
     if (!model.ok()) return model.status();
     devices.push_back((*model)->device());
     models.push_back(*std::move(model));
@@ -59,13 +59,16 @@ absl::StatusOr<std::shared_ptr<ModelVersion>> ModelVersion::Load(const ModelSpec
   metrics->SetLoadSeconds(spec.name, version_string, seconds);
   const Model& first = *served->instances_[0].model;
   metrics->SetDytRewrite(spec.name, version_string, first.fused_dyt(), first.folded_dyt());
-  LogInfo(absl::StrCat("loaded model '", spec.name, "' version ", version, " on ", served->device(), " (",
+  LogInfo(absl::StrCat("loaded model '", spec.name, "' version ", version, " (", FormatName(format), ") on ",
+                       served->device(), " (",
                        spec.instance_count, " instance(s), ", served->instances_[0].model->weight_bytes(),
                        " weight bytes each) in ", absl::FormatDuration(absl::Now() - start)));
   return served;
 }
 
 const std::string& ModelVersion::device() const { return instances_.front().model->device(); }
+
+ModelFormat ModelVersion::format() const { return instances_.front().model->format(); }
 
 absl::Status ModelVersion::Schedule(std::unique_ptr<BatchTask>* task) {
   Batcher* best = nullptr;

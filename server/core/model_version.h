@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/core/backend.h"
 #include "server/core/batcher.h"
 #include "server/core/model_config.h"
 #include "server/metrics/server_metrics.h"
@@ -23,7 +24,7 @@ class ModelVersion {
   // Loads `spec.instance_count` copies of `file`; each is checked against the
   // spec. `metrics` must outlive the returned object.
   static absl::StatusOr<std::shared_ptr<ModelVersion>> Load(const ModelSpec& spec, int64_t version,
-                                                            const std::filesystem::path& file,
+                                                            const std::filesystem::path& file, ModelFormat format,
                                                             ServerMetrics* metrics);
   ~ModelVersion();
 
@@ -33,6 +34,7 @@ class ModelVersion {
   const std::shared_ptr<ModelMetrics>& metrics() const { return metrics_; }
   // Where the instances live ("cpu", "cuda:0").
   const std::string& device() const;
+  ModelFormat format() const;
 
   // Hands the task to the least-loaded instance; Batcher::Schedule's contract.
   absl::Status Schedule(std::unique_ptr<BatchTask>* task);

@@ -106,7 +106,7 @@ TEST(CpuBlockCache, CachesNoMoreThanItsCap) {
 // What Model::last_peak_bytes() relies on: reused blocks are reported too.
 class Tracker final : public c10::MemoryReportingInfoBase {
  public:
-  void reportMemoryUsage(void*, int64_t bytes, int64_t, int64_t, c10::Device) override { total += bytes; peak = std::max(peak, total); }
+  void reportMemoryUsage(void*, int64_t bytes, size_t, size_t, c10::Device) override { total += bytes; peak = std::max(peak, total); }
   bool memoryProfilingEnabled() const override { return true; }
   int64_t total = 0;
   int64_t peak = 0;

@@ -52,7 +52,7 @@ class FaultIsolation : public ::testing::Test {
     absl::StatusOr<ModelSpec> spec = BuildModelSpec(*parsed, "faulty");
     ASSERT_TRUE(spec.ok()) << spec.status();
     spec_ = *spec;
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(path_, spec_, false);
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(path_, ModelFormat::kTorchScript, spec_, false);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
     model_metrics_ = metrics_.ForModel("faulty", "1", {"cpu"});

@@ -2,6 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
 namespace dytserve {
 namespace {
 
@@ -17,6 +23,18 @@ absl::Status Build(const std::string& text, const std::string& dir = "m") {
   return BuildModelSpec(*config, dir).status();
 }
 
+TEST(ModelConfig, PlatformNamesAFormatAndTritonsTorchScriptNameIsAccepted) {
+  for (const auto& [written, kept] : std::vector<std::pair<std::string, std::string>>{
+           {"torchscript", "torchscript"}, {"pytorch_libtorch", "torchscript"}, {"torch_aoti", "torch_aoti"}}) {
+    absl::StatusOr<v1::ModelConfig> config =
+        ParseModelConfig(absl::StrCat("platform: \"", written, "\"\n", kGood), "m/config.pbtxt");
+    ASSERT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<ModelSpec> spec = BuildModelSpec(*config, "m");
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(spec->config.platform(), kept) << written;
+  }
+}
+
 TEST(ModelConfig, DefaultsApplied) {
   absl::StatusOr<v1::ModelConfig> config = ParseModelConfig(kGood, "m/config.pbtxt");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -25,7 +43,7 @@ TEST(ModelConfig, DefaultsApplied) {
   EXPECT_EQ(spec->name, "m");
   EXPECT_EQ(spec->instance_count, 1);
   EXPECT_EQ(spec->device, "cpu");
-  EXPECT_EQ(spec->config.platform(), "torchscript");
+  EXPECT_EQ(spec->config.platform(), "");  // each version's format is found from its file
   EXPECT_EQ(spec->config.version_policy().latest().num_versions(), 1u);
   EXPECT_EQ(spec->WireShape(spec->inputs[0]), (std::vector<int64_t>{-1, 4}));
 }
