@@ -28,7 +28,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "dytserve/client.h"
+#include "dytserve/experiment.h"
 #include "dytserve/inputs.h"
+#include "support/async_requests.h"
 #include "support/server_process.h"
 #include "support/suite_server.h"
 
@@ -342,6 +344,138 @@ TEST(AotiPackages, WhatCannotServeIsRefusedByNameAndTheRestServes) {
   absl::StatusOr<InferResult> result = client->Infer("good", c.inputs);
   ASSERT_TRUE(result.ok()) << result.status();
   for (int64_t r = 0; r < kRows; ++r) EXPECT_LE(MaxDifference(Row(result->outputs[0], r), c.outputs[0], r), 1e-5);
+  EXPECT_EQ((*server)->Stop(SIGTERM), 0);
+  fs::remove_all(dir);
+}
+
+// The default repository's AOTInductor twins serve like their TorchScript
+// twins: ragged batches of the decoder, an experiment arm and a shadow
+// across formats, a new version loaded while serving.
+class AotiServing : public testing::SuiteServerTest<AotiServing> {
+ protected:
+  std::unique_ptr<Client> NewClient() {
+    ClientOptions options;
+    options.endpoints = {server_->grpc_address()};
+    return *Client::Create(options);
+  }
+};
+
+std::vector<Tensor> Tokens(int64_t length, int64_t seed) {
+  std::vector<int64_t> ids(static_cast<size_t>(length));
+  for (int64_t i = 0; i < length; ++i) ids[i] = (i * 31 + seed * 17 + 5) % 256;
+  return {Tensor::From<int64_t>("input_ids", {1, length}, ids)};
+}
+
+// Prompts of 1 to 30 tokens, 24 in flight at once (one bucket of 32: they
+// share right-padded batches), each answered by llama_dyt_aoti as by
+// llama_dyt, the same weights scripted, served alone.
+TEST_F(AotiServing, RaggedDecoderBatchesMatchTheTorchScriptTwin) {
+  std::unique_ptr<Client> client = NewClient();
+  constexpr int kRequests = 24;
+  struct Answers {
+    absl::Mutex mu;
+    int pending ABSL_GUARDED_BY(mu) = kRequests;
+    std::vector<absl::StatusOr<InferResult>> results{kRequests, absl::UnknownError("no answer")};
+  };
+  auto answers = std::make_shared<Answers>();
+  for (int i = 0; i < kRequests; ++i) {
+    client->InferAsync("llama_dyt_aoti", Tokens(1 + (i * 7) % 30, i), {},
+                       [answers, i](absl::StatusOr<InferResult> r) {
+                         absl::MutexLock lock(&answers->mu);
+                         answers->results[static_cast<size_t>(i)] = std::move(r);
+                         --answers->pending;
+                       });
+  }
+  {
+    absl::MutexLock lock(&answers->mu);
+    answers->mu.Await(absl::Condition(
+        +[](Answers* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu) { return a->pending == 0; }, answers.get()));
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    const int64_t length = 1 + (i * 7) % 30;
+    const absl::StatusOr<InferResult>& got = answers->results[static_cast<size_t>(i)];
+    ASSERT_TRUE(got.ok()) << got.status();
+    absl::StatusOr<InferResult> want = client->Infer("llama_dyt", Tokens(length, i));
+    ASSERT_TRUE(want.ok()) << want.status();
+    ASSERT_EQ(got->outputs[0].shape, (std::vector<int64_t>{1, length, 256}));
+    EXPECT_LE(MaxDifference(got->outputs[0], want->outputs[0], 0), 1e-5) << "length " << length;
+  }
+  const std::string scrape = *testing::HttpGet(server_->metrics_address(), "/metrics");
+  const double batches =
+      Sample(scrape, "dytserve_batch_size_count", "model=\"llama_dyt_aoti\",version=\"1\"");
+  EXPECT_LT(batches, kRequests) << "24 concurrent prompts of one bucket should share batches";
+}
+
+// An experiment whose arms are the two formats of vit_dyt, with the AOTI
+// package also shadowing the TorchScript arm: both arms serve, and the shadow
+// agrees with the served answer on every top-1 class.
+TEST_F(AotiServing, AnExperimentComparesFormatsAndTheShadowAgrees) {
+  std::unique_ptr<Client> client = NewClient();
+  Experiment e;
+  e.name = "formats";
+  e.arms = {{"torchscript", "vit_dyt", "", 50, false, 0}, {"aoti", "vit_dyt_aoti", "", 50, false, 0}};
+  ASSERT_TRUE(client->CreateExperiment(e).ok());
+  Experiment shadowed;
+  shadowed.name = "formats_shadow";
+  shadowed.arms = {{"torchscript", "vit_dyt", "", 100, false, 0}, {"aoti_shadow", "vit_dyt_aoti", "", 0, true, 1.0}};
+  ASSERT_TRUE(client->CreateExperiment(shadowed).ok());
+  std::vector<float> pixels(64);
+  for (int i = 0; i < 64; ++i) pixels[i] = static_cast<float>((i * 13) % 17) / 16.0f;
+  const std::vector<Tensor> image = {Tensor::From<float>("pixel_values", {1, 1, 8, 8}, pixels)};
+  std::vector<testing::Outcome> split = testing::SendAsync(*client, "formats", image, 200, {});
+  std::map<std::string, int> arms;
+  for (const testing::Outcome& o : split) {
+    ASSERT_TRUE(o.status.ok()) << o.status;
+    ++arms[o.arm];
+  }
+  EXPECT_GT(arms["torchscript"], 50);
+  EXPECT_GT(arms["aoti"], 50);
+  std::vector<testing::Outcome> shadow = testing::SendAsync(*client, "formats_shadow", image, 50, {});
+  for (const testing::Outcome& o : shadow) ASSERT_TRUE(o.status.ok()) << o.status;
+  // Shadows finish after the answer; wait for all 50 comparisons.
+  double compared = 0, agreed = 0;
+  for (int i = 0; i < 100 && compared < 50; ++i) {
+    const std::string scrape = *testing::HttpGet(server_->metrics_address(), "/metrics");
+    const std::string labels = "arm=\"aoti_shadow\",experiment=\"formats_shadow\",output=\"logits\"";
+    compared = Sample(scrape, "dytserve_shadow_top1_comparisons_total", labels);
+    agreed = Sample(scrape, "dytserve_shadow_top1_agreements_total", labels);
+    if (compared < 50) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(compared, 50);
+  EXPECT_EQ(agreed, compared);
+}
+
+// A second version of an AOTInductor model, loaded while the first serves:
+// the answer then names version 2, and version 2's load shows in metrics.
+TEST(AotiReload, ANewVersionLoadsWhileTheFirstServes) {
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-aoti-reload-", getpid());
+  fs::remove_all(dir);
+  const fs::path package = fs::path(kRepo) / "vit_dyt_aoti" / "1" / "model.pt2";
+  fs::create_directories(dir / "vit_dyt_aoti" / "1");
+  fs::create_symlink(package, dir / "vit_dyt_aoti" / "1" / "model.pt2");
+  fs::copy_file(fs::path(kRepo) / "vit_dyt_aoti" / "config.pbtxt", dir / "vit_dyt_aoti" / "config.pbtxt");
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start(DYTSERVE_SERVER_BIN, {absl::StrCat("--model_repository=", dir.string())});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.endpoints = {(*server)->grpc_address()};
+  std::unique_ptr<Client> client = *Client::Create(options);
+  const std::vector<Tensor> image = {Tensor::From<float>("pixel_values", {2, 1, 8, 8}, std::vector<float>(128, 0.5f))};
+  absl::StatusOr<InferResult> before = client->Infer("vit_dyt_aoti", image);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->model_version, "1");
+
+  fs::create_directories(dir / "vit_dyt_aoti" / "2");
+  fs::create_symlink(package, dir / "vit_dyt_aoti" / "2" / "model.pt2");
+  absl::StatusOr<std::vector<int64_t>> loaded = client->LoadModel("vit_dyt_aoti");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(*loaded, std::vector<int64_t>{2});
+  absl::StatusOr<InferResult> after = client->Infer("vit_dyt_aoti", image);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->model_version, "2");
+  for (int64_t r = 0; r < 2; ++r) EXPECT_LE(MaxDifference(Row(after->outputs[0], r), before->outputs[0], r), 0.0);
+  const std::string scrape = *testing::HttpGet((*server)->metrics_address(), "/metrics");
+  EXPECT_TRUE(absl::StrContains(scrape, "dytserve_model_load_duration_seconds{model=\"vit_dyt_aoti\",version=\"2\"}")) << scrape;
   EXPECT_EQ((*server)->Stop(SIGTERM), 0);
   fs::remove_all(dir);
 }
