@@ -16,6 +16,9 @@ from dytserve_models.train import load_digits_split
 
 VIT_NAMES = ["vit_ln", "vit_dyt", "vit_relu_attn", "vit_dyt_relu_attn"]
 MODEL_NAMES = VIT_NAMES + ["llama_rms", "llama_dyt"]
+# AOTInductor packages of the same modules as their TorchScript twins.
+AOTI_TWINS = {"vit_dyt_aoti": "vit_dyt", "llama_dyt_aoti": "llama_dyt"}
+ALL_NAMES = MODEL_NAMES + list(AOTI_TWINS)
 # name -> (norm, attention) as vit_digits takes them
 VIT_VARIANTS = {"vit_ln": ("ln", "softmax"), "vit_dyt": ("dyt", "softmax"),
                 "vit_relu_attn": ("ln", "relu"), "vit_dyt_relu_attn": ("dyt", "relu")}
@@ -30,14 +33,41 @@ def _manifest(repo):
     return json.loads((repo / "manifest.json").read_text())
 
 
+def _file(name):
+    return "1/model.pt2" if name in AOTI_TWINS else "1/model.pt"
+
+
 def test_layout(repo):
-    for name in MODEL_NAMES:
+    for name in ALL_NAMES:
         assert (repo / name / "config.pbtxt").is_file()
-        assert (repo / name / "1" / "model.pt").is_file()
-    assert set(_manifest(repo)["models"]) == set(MODEL_NAMES)
+        assert (repo / name / _file(name)).is_file()
+    assert set(_manifest(repo)["models"]) == set(ALL_NAMES)
     assert (repo / "experiments.pbtxt").is_file()
     assert set(er.expected_files(repo)) == (
-        {repo / n / f for n in MODEL_NAMES for f in ("config.pbtxt", "1/model.pt")} | {repo / "experiments.pbtxt"})
+        {repo / n / f for n in ALL_NAMES for f in ("config.pbtxt", _file(n))} | {repo / "experiments.pbtxt"})
+
+
+@pytest.mark.parametrize("name", sorted(AOTI_TWINS))
+def test_aoti_twin_matches_its_torchscript_twin(repo, name):
+    """Same weights, other format: equal outputs at every batch size (1 included) and length."""
+    package = torch._inductor.aoti_load_package(str(repo / name / "1" / "model.pt2"))
+    twin = _load(repo, AOTI_TWINS[name])
+    gen = torch.Generator().manual_seed(3)
+    if name.startswith("vit"):
+        examples = [torch.rand(b, 1, 8, 8, generator=gen) for b in (1, 2, 7, 64)]
+    else:
+        examples = [torch.randint(0, 256, (b, n), generator=gen) for b, n in ((1, 1), (1, 9), (4, 33), (16, 5))]
+    with torch.no_grad():
+        for x in examples:
+            torch.testing.assert_close(package(x), twin(x), rtol=1e-4, atol=1e-5)
+    meta = package.get_metadata()
+    assert meta["AOTI_DEVICE_KEY"] == "cpu"
+    assert meta["dytserve.torch_version"] == torch.__version__
+    entry = _manifest(repo)["models"][name]
+    assert meta["dytserve.max_batch_size"] == str(entry["max_batch_size"])
+    assert json.loads(meta["dytserve.inputs"])[0]["name"] == entry["inputs"][0]["name"]
+    assert entry["format"] == "aoti" and entry["twin"] == AOTI_TWINS[name]
+    assert entry["num_parameters"] == _manifest(repo)["models"][AOTI_TWINS[name]]["num_parameters"]
 
 
 def test_manifest_matches_current_sources(repo):
@@ -161,7 +191,7 @@ def test_vit_frozen_graph_norms_and_attention(repo, name):
 
 CONFIG_LINE = re.compile(
     r'^(name: "[a-z_]+"'
-    r'|platform: "torchscript"'
+    r'|platform: "(torchscript|torch_aoti)"'
     r'|max_batch_size: \d+'
     r'|input \{ name: "\w+" data_type: TYPE_(FP32|INT64) dims: \[-?\d+(, -?\d+)*\]( pad_value: \d+)? \}'
     r'|output \{ name: "\w+" data_type: TYPE_FP32 dims: \[-?\d+(, -?\d+)*\]'
@@ -172,21 +202,25 @@ CONFIG_LINE = re.compile(
     r'|parameters \{ key: "\w+" value: "[^"\\]*" \})$')
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_config_text(repo, name):
     text = (repo / name / "config.pbtxt").read_text()
     for line in text.splitlines():
         assert CONFIG_LINE.match(line), line
     assert f'name: "{name}"\n' in text
+    assert ('platform: "torch_aoti"\n' if name in AOTI_TWINS else 'platform: "torchscript"\n') in text
     if name.startswith("vit"):
         assert 'input { name: "pixel_values" data_type: TYPE_FP32 dims: [1, 8, 8] }' in text
         assert 'output { name: "logits" data_type: TYPE_FP32 dims: [10] }' in text
         assert "max_batch_size: 64\n" in text
         assert "dynamic_batching { max_queue_delay_us: 2000 max_queue_size: 256 }\n" in text
-        acc = _manifest(repo)["models"][name]["test_accuracy"]
-        assert f'parameters {{ key: "test_accuracy" value: "{acc:.4f}" }}' in text
-        has_attention_param = 'parameters { key: "attention" value: "relu/L" }' in text
-        assert has_attention_param == (VIT_VARIANTS[name][1] == "relu")
+        if name in AOTI_TWINS:
+            assert "test_accuracy" not in text and f'parameters {{ key: "twin" value: "{AOTI_TWINS[name]}" }}' in text
+        else:
+            acc = _manifest(repo)["models"][name]["test_accuracy"]
+            assert f'parameters {{ key: "test_accuracy" value: "{acc:.4f}" }}' in text
+            has_attention_param = 'parameters { key: "attention" value: "relu/L" }' in text
+            assert has_attention_param == (VIT_VARIANTS[name][1] == "relu")
     else:
         assert 'input { name: "input_ids" data_type: TYPE_INT64 dims: [-1] pad_value: 0 }' in text
         assert ('output { name: "logits" data_type: TYPE_FP32 dims: [-1, 256] '
@@ -198,7 +232,7 @@ def test_config_text(repo, name):
 
 
 @pytest.mark.skipif(shutil.which("protoc") is None, reason="protoc not installed")
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_config_parses_with_protoc(repo, name):
     """protoc --encode parses protobuf text format strictly (unknown fields are errors)."""
     proc = subprocess.run(
