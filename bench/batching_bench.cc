@@ -9,7 +9,7 @@
 // other the variants would each get a different machine.
 //
 //   build/bench/batching_bench [--repo=build/repository] [--seconds=3] [--slices=6]
-//                              [--alt='idle_flush_us: 200']
+//                              [--alt='idle_flush_us: 200'] [--device=cuda:0]
 //
 // Prints each figure and the ratios the batching issue sets as goals:
 // batched/unbatched throughput at c=32 (>= 3x), batched / offline (>= 85%),
@@ -39,6 +39,7 @@
 #include "support/server_process.h"
 
 ABSL_FLAG(std::string, repo, "build/repository", "Exported default model repository");
+ABSL_FLAG(std::string, device, "cpu", "Where the models run: cpu, or cuda:N (a CUDA build on a GPU machine)");
 ABSL_FLAG(std::string, server, "build/server/dytserve-server", "dytserve-server binary");
 ABSL_FLAG(double, seconds, 3, "Measured seconds per point, over all its slices");
 ABSL_FLAG(int, delay_us, 2000, "max_queue_delay_us of the batched variants");
@@ -102,7 +103,9 @@ fs::path MakeRepo(const fs::path& source) {
                                                 variant == "_alt" ? " " + absl::GetFlag(FLAGS_alt) : "",
                                                 " max_queue_size: 4096 }\n");
       testing::AddModel(dir.string(), model + variant, (source / model / "1/model.pt").string(),
-                        testing::VitConfig(variant == "_nobatch" ? 1 : kMaxBatch, batching));
+                        testing::VitConfig(variant == "_nobatch" ? 1 : kMaxBatch,
+                                           absl::StrCat(batching, "instance_group { device: \"",
+                                                        absl::GetFlag(FLAGS_device), "\" }\n")));
     }
   }
   return dir;
@@ -136,11 +139,13 @@ void MeasureSlice(Client& client, const testing::ServerProcess& server, const st
 // In-process forward passes at batch kMaxBatch for `duration`; adds rows and seconds.
 void OfflineSlice(torch::jit::Module& module, absl::Duration duration, Pool* pool) {
   c10::InferenceMode guard;
+  const c10::Device device(absl::GetFlag(FLAGS_device));
+  // Each pass starts from the host and ends there, as a served batch does.
   const at::Tensor x = at::rand({kMaxBatch, 1, 8, 8});
-  module.forward({x});  // out of the measurement, as the closed loops' warm-up is
+  module.forward({x.to(device)}).toTensor().cpu();  // out of the measurement, as the closed loops' warm-up is
   const absl::Time start = absl::Now();
   while (absl::Now() - start < duration) {
-    module.forward({x});
+    module.forward({x.to(device)}).toTensor().cpu();
     pool->rows += kMaxBatch;
   }
   pool->seconds += absl::ToDoubleSeconds(absl::Now() - start);
@@ -176,7 +181,8 @@ int Run() {
   const int slices = std::max(1, absl::GetFlag(FLAGS_slices));
   const absl::Duration slice = duration / slices;
   for (const std::string model : {"vit_ln", "vit_dyt"}) {
-    torch::jit::Module offline_module = torch::jit::load((source / model / "1/model.pt").string());
+    torch::jit::Module offline_module =
+        torch::jit::load((source / model / "1/model.pt").string(), c10::Device(absl::GetFlag(FLAGS_device)));
     offline_module.eval();
     std::printf("\n%s (offline: in-process forward at batch %d, no server; measured in the same turns)\n",
                 model.c_str(), kMaxBatch);

@@ -8,6 +8,7 @@
 // one figure can be trusted.
 //
 //   build/bench/dyt_e2e_bench [--repo=build/repository] [--seconds=60] [--blocks=5] [--rows=1]
+//                             [--device=cuda:0] [--python=.venv/bin/python]
 //
 // --rows sets the rows of every request (images, or token sequences): the
 // norms' share of the work grows with the activations they stream through.
@@ -20,7 +21,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -35,6 +39,8 @@ ABSL_FLAG(std::string, server, "build/server/dytserve-server", "dytserve-server 
 ABSL_FLAG(std::string, work_dir, "build/bench-e2e", "Where the ViT-Tiny pair is exported");
 ABSL_FLAG(double, seconds, 60, "Measured seconds, all models together (after 3 s of warm-up)");
 ABSL_FLAG(int, blocks, 5, "Consecutive blocks the run is cut into for the spread of each ratio");
+ABSL_FLAG(std::string, device, "cpu", "Where every model runs: cpu, or cuda:N (a CUDA build on a GPU machine)");
+ABSL_FLAG(std::string, python, ".venv/bin/python", "Python with torch, to export the ViT-Tiny pair");
 ABSL_FLAG(int, rows, 1, "Rows (images, token sequences) per request, 1 to 8 (the pairs' max_batch_size)");
 
 namespace dytserve {
@@ -49,13 +55,24 @@ int Run() {
     return 1;
   }
   const fs::path work = absl::GetFlag(FLAGS_work_dir);
-  const fs::path repo = work / "repo";
+  const std::string device = absl::GetFlag(FLAGS_device);
+  const fs::path repo = work / (device == "cpu" ? std::string("repo") : "repo-" + device);
   if (!fs::exists(repo / "vit_tiny_nonorm/config.pbtxt")) {
-    const std::string cmd = absl::StrCat("/usr/bin/python3 bench/export_e2e_models.py --out ", repo.string());
+    const std::string cmd = absl::StrCat(absl::GetFlag(FLAGS_python), " bench/export_e2e_models.py --out ",
+                                         repo.string(), " --device ", device);
     if (std::system(cmd.c_str()) != 0) return 1;
   }
+  // The default repository's decoders, their configs moved to --device.
   for (const std::string decoder : {"llama_rms", "llama_dyt"}) {
-    if (!fs::exists(repo / decoder)) fs::create_directory_symlink(fs::absolute(fs::path(absl::GetFlag(FLAGS_repo)) / decoder), repo / decoder);
+    if (fs::exists(repo / decoder)) continue;
+    const fs::path from = fs::absolute(fs::path(absl::GetFlag(FLAGS_repo)) / decoder);
+    fs::create_directories(repo / decoder / "1");
+    fs::create_symlink(from / "1" / "model.pt", repo / decoder / "1" / "model.pt");
+    std::ifstream in(from / "config.pbtxt");
+    std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = config.find("device: \"cpu\"");
+    if (at != std::string::npos) config.replace(at, 13, absl::StrCat("device: \"", device, "\""));
+    std::ofstream(repo / decoder / "config.pbtxt") << config;
   }
   absl::StatusOr<bench::BenchServer> started =
       bench::StartServer(absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
@@ -100,7 +117,8 @@ int Run() {
     }
     return std::array<double, 3>{bench::Median(la) / bench::Median(lb), low, high};
   };
-  std::printf("DyT end to end, served on CPU, one request in flight, models in turn, %zu requests each\n", samples);
+  std::printf("DyT end to end, served on %s, one request in flight, models in turn, %zu requests each\n",
+              device.c_str(), samples);
   for (const std::string& m : models) {
     std::printf("  %-22s p50 %8.3f ms\n", m.c_str(), bench::Median((*latencies)[index(m)]));
   }

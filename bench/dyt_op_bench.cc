@@ -10,16 +10,21 @@
 //
 // The four variants of a row take turns in short blocks (TimeInTurns).
 //
-//   build/bench/dyt_op_bench [--min_seconds=0.5]
+//   build/bench/dyt_op_bench [--min_seconds=0.5] [--device=cuda]
 //
 // Goals: fused >= 2x faster than layer_norm and >= 8x faster than unfused.
+// --device=cuda (a CUDA build on a GPU): the CUDA kernel, layer_norm and the
+// unfused ops on the GPU, and the fused kernel's bandwidth against a device
+// copy (bytes read plus written per second), each call synchronized.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -29,6 +34,7 @@
 #include "server/ops/dyt_op.h"
 
 ABSL_FLAG(double, min_seconds, 0.5, "Minimum measured time per variant (they take turns)");
+ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda: the CUDA kernel on GPU 0 (a CUDA build on a GPU machine)");
 
 namespace dytserve {
 namespace {
@@ -69,12 +75,60 @@ std::vector<double> TimeInTurns(const std::vector<std::function<void()>>& fns) {
   return medians;
 }
 
+int RunCuda(torch::jit::Function& unfused) {
+  if (!torch::cuda::is_available()) {
+    std::fprintf(stderr, "dyt_op_bench: --device=cuda, but no CUDA device is visible (or this is a CPU build)\n");
+    return 2;
+  }
+  ops::EnsureDytRegistered();
+  auto op = c10::Dispatcher::singleton()
+                .findSchemaOrThrow("dytserve::dyt", "")
+                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                                  const c10::optional<at::Tensor>&, bool)>();
+  c10::InferenceMode guard;
+  std::printf("DyT operator benchmark (CUDA device 0, fp32, each call synchronized); times are medians\n");
+  std::printf("%-18s | %9s %9s %9s %9s | %9s %9s | %8s %9s %10s\n", "shape", "copy ms", "fused ms", "LN ms",
+              "unfused", "copy GB/s", "fused GB/s", "LN/fused", "unf/fused", "fused/copy");
+  for (const std::vector<int64_t>& shape : {std::vector<int64_t>{64, 197, 192}, std::vector<int64_t>{32, 2048, 4096},
+                                            std::vector<int64_t>{8, 4096, 8192}}) {
+    const int64_t c = shape.back();
+    const auto cuda = at::TensorOptions().device(at::kCUDA);
+    const at::Tensor x = at::randn(shape, cuda);
+    const at::Tensor alpha = at::full({1}, 0.5, cuda), w = at::randn({c}, cuda), b = at::randn({c}, cuda);
+    at::Tensor out = at::empty_like(x);
+    auto synced = [](std::function<void()> fn) {
+      return [fn] {
+        fn();
+        torch::cuda::synchronize();
+      };
+    };
+    const std::vector<double> t = TimeInTurns({synced([&] { out.copy_(x); }),
+                                               synced([&] { op.call(x, alpha, w, b, true); }),
+                                               synced([&] { at::layer_norm(x, {c}, w, b, 1e-6); }),
+                                               synced([&] { unfused({x, alpha, w, b}); })});
+    const double bytes = 2.0 * static_cast<double>(x.numel()) * sizeof(float);  // read x, write y
+    char label[40];
+    std::snprintf(label, sizeof(label), "[%ld,%ld,%ld]", static_cast<long>(shape[0]), static_cast<long>(shape[1]),
+                  static_cast<long>(shape[2]));
+    std::printf("%-18s | %9.3f %9.3f %9.3f %9.3f | %9.0f %9.0f | %7.2fx %8.2fx %9.0f%%\n", label, t[0] * 1e3,
+                t[1] * 1e3, t[2] * 1e3, t[3] * 1e3, bytes / t[0] / 1e9, bytes / t[1] / 1e9, t[2] / t[1], t[3] / t[1],
+                100 * t[0] / t[1]);
+  }
+  std::printf("fused/copy: the kernel's share of a device copy's bandwidth (100%%: at the copy's limit)\n");
+  return 0;
+}
+
 int Run() {
   torch::jit::CompilationUnit unfused_cu;
   unfused_cu.define(c10::nullopt,
                     "def dyt(x, alpha, w, b):\n  return torch.tanh(alpha * x) * w + b\n",
                     torch::jit::nativeResolver(), nullptr);
   torch::jit::Function& unfused = unfused_cu.get_function("dyt");
+  if (absl::GetFlag(FLAGS_device) == "cuda") return RunCuda(unfused);
+  if (absl::GetFlag(FLAGS_device) != "cpu") {
+    std::fprintf(stderr, "dyt_op_bench: --device=%s: use cpu or cuda\n", absl::GetFlag(FLAGS_device).c_str());
+    return 2;
+  }
   c10::InferenceMode guard;
 
   std::printf("DyT operator benchmark (CPU, fp32, ISA %s); times are medians\n",

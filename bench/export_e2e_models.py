@@ -1,12 +1,13 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Exports the models of the end-to-end DyT benchmark (bench/dyt_e2e_bench.cc).
 
 A ViT-Tiny-sized pair (width 192, depth 12, 3 heads, 224x224 images in 16x16
 patches: 197 tokens), LayerNorm and DyT, with the same random weights except
 the norms, plus a DyT copy with fusion switched off and a copy with no norm at
 all (every norm an identity: the floor that no norm, however cheap, can beat).
-Untrained: latency does not depend on what the weights learned. Run with
-Debian's /usr/bin/python3.
+Untrained: latency does not depend on what the weights learned. Run with the
+project's venv (.venv/bin/python); --device cuda:0 writes configs that serve
+on the GPU.
 """
 import argparse
 import sys
@@ -27,6 +28,7 @@ output {{ name: "logits" data_type: TYPE_FP32 dims: [1000] }}
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--device", default="cpu", help="instance_group device of every config: cpu or cuda:N")
     args = parser.parse_args(argv)
     out = Path(args.out)
     torch.set_num_threads(2)
@@ -40,6 +42,7 @@ def main(argv=None):
                               ("vit_tiny_nonorm", "none", "")):
         (out / name / "1").mkdir(parents=True, exist_ok=True)
         torch.jit.save(torch.jit.script(models[norm]), str(out / name / "1" / "model.pt"))
+        extra += f'instance_group {{ device: "{args.device}" }}\n'
         (out / name / "config.pbtxt").write_text(CONFIG.format(extra=extra))
     print(f"exported to {out}")
 

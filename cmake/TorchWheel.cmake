@@ -85,7 +85,6 @@ if(DYTSERVE_WITH_CUDA)
   target_link_libraries(dytserve_torch INTERFACE
     "$<LINK_LIBRARY:DYTSERVE_NO_AS_NEEDED,dytserve_torch_real,dytserve_torch_cuda>"
     dytserve_c10_cuda dytserve_torch_cpu dytserve_c10 dytserve_wheel_cudart)
-  target_compile_definitions(dytserve_torch INTERFACE USE_CUDA)
 else()
   # Our link-only libtorch.so: it NEEDS libtorch_cpu.so and defines nothing.
   # The dynamic loader matches an AOTInductor .so's NEEDED libtorch.so to it by

@@ -157,19 +157,39 @@ def source_hash() -> str:
     return h.hexdigest()
 
 
-def expected_files(out: Path):
-    """Every file the export writes except manifest.json."""
-    return ([out / n / p for n in MODELS for p in ("config.pbtxt", "1/" + model_file(n))]
-            + [out / EXPERIMENTS_FILE])
+def expected_files(out: Path, names=None):
+    """Every file the export writes except manifest.json (``names``: a --only selection)."""
+    names = list(MODELS) if names is None else names
+    files = [out / n / p for n in names for p in ("config.pbtxt", "1/" + model_file(n))]
+    return files + ([out / EXPERIMENTS_FILE] if set(names) == set(MODELS) else [])
 
 
-def up_to_date(out: Path, digest: str) -> bool:
+def up_to_date(out: Path, digest: str, names=None, device: str = "cpu") -> bool:
     manifest = out / "manifest.json"
     try:
-        recorded = json.loads(manifest.read_text()).get("source_hash")
+        recorded = json.loads(manifest.read_text())
     except (OSError, ValueError, AttributeError):
         return False
-    return recorded == digest and all(f.is_file() for f in expected_files(out))
+    names = list(MODELS) if names is None else names
+    return (recorded.get("source_hash") == digest and recorded.get("device", "cpu") == device
+            and sorted(recorded.get("models", {})) == sorted(names)
+            and all(f.is_file() for f in expected_files(out, names)))
+
+
+def selection(only: str):
+    """--only's names, checked, with each AOTInductor twin's TorchScript twin added (it is built from it)."""
+    if not only:
+        return list(MODELS)
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise SystemExit(f"export_repository: --only: unknown model(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(MODELS)}")
+    for n in list(names):
+        twin = MODELS[n].get("twin")
+        if twin and twin not in names:
+            names.append(twin)
+    return [n for n in MODELS if n in names]
 
 
 def seed_everything(seed: int) -> None:
@@ -189,7 +209,7 @@ def _quote(s: str) -> str:
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def config_pbtxt(name: str, parameters: dict) -> str:
+def config_pbtxt(name: str, parameters: dict, device: str = "cpu") -> str:
     """protobuf text format of dytserve.v1.ModelConfig for ``name``."""
     spec = MODELS[name]
     io = IO[spec["kind"]]
@@ -207,7 +227,8 @@ def config_pbtxt(name: str, parameters: dict) -> str:
         lines.append(f"output {{ name: {_quote(out['name'])} data_type: {out['data_type']} "
                      f"dims: {_fmt_dims(out['dims'])}{extra} }}")
     lines.append(f"dynamic_batching {{ {io['batching']} }}")
-    lines.append('instance_group { count: 1 device: "cpu" }')
+    lines.append('instance_group { count: 1 device: "cuda:0" }' if device == "cuda"
+                 else 'instance_group { count: 1 device: "cpu" }')
     for k in sorted(parameters):
         lines.append(f"parameters {{ key: {_quote(k)} value: {_quote(parameters[k])} }}")
     return "\n".join(lines) + "\n"
@@ -245,19 +266,22 @@ def script_and_check(model, example) -> bytes:
     return data
 
 
-def compile_and_check(model, example, io: dict, max_batch_size: int) -> bytes:
-    """AOTInductor package of ``model`` (eval, CPU); checks it loads and matches eager; returns its bytes."""
+def compile_and_check(model, example, io: dict, max_batch_size: int, device: str = "cpu") -> bytes:
+    """AOTInductor package of ``model`` (eval) for ``device``; checks it loads and matches eager; returns its bytes."""
+    import copy
+
     import torch
     from dytserve_models.aoti import export_package
 
-    model.eval()
+    model = copy.deepcopy(model).eval().to(device)
+    example = example.to(device)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_package(model, [example], io["inputs"], io["outputs"], max_batch_size,
                               os.path.join(tmp, "model.pt2"))
         loaded = torch._inductor.aoti_load_package(path)
         with torch.no_grad():
             diff = (loaded(example) - model(example)).abs().max().item()
-        if not diff <= 1e-5:
+        if not diff <= (1e-5 if device == "cpu" else 1e-4):
             raise RuntimeError(f"AOTInductor output differs from eager by {diff}")
         with open(path, "rb") as f:
             return f.read()
@@ -267,13 +291,14 @@ def num_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build(out: Path) -> dict:
+def build(out: Path, names=None, device: str = "cpu") -> dict:
     import torch
     from dytserve_models.llama import build_llama_pair
     from dytserve_models.train import train_digits_vit
 
+    names = list(MODELS) if names is None else names
     built = {}
-    for name in VIT_NAMES:
+    for name in (n for n in VIT_NAMES if n in names):
         spec = MODELS[name]
         seed_everything(SEED)
         t0 = time.time()
@@ -292,8 +317,9 @@ def build(out: Path) -> dict:
     rms, dyt = build_llama_pair(SEED)
     built["llama_rms"] = (rms, {})
     built["llama_dyt"] = (dyt, {"dyt_alpha_init": "attn=0.8,ffn=0.2,final=0.2"})
-    built["vit_dyt"][1]["dyt_alpha_init"] = "0.5"
-    built["vit_dyt_relu_attn"][1]["dyt_alpha_init"] = "0.5"
+    for name in ("vit_dyt", "vit_dyt_relu_attn"):
+        if name in built:
+            built[name][1]["dyt_alpha_init"] = "0.5"
 
     gen = torch.Generator().manual_seed(SEED)
     examples = {"vit": torch.rand(3, 1, 8, 8, generator=gen),
@@ -304,16 +330,16 @@ def build(out: Path) -> dict:
     if manifest_path.exists():
         manifest_path.unlink()
 
-    manifest = {"format": MANIFEST_FORMAT, "source_hash": source_hash(),
+    manifest = {"format": MANIFEST_FORMAT, "source_hash": source_hash(), "device": device,
                 "torch_version": torch.__version__, "seed": SEED, "models": {}}
-    for name in MODELS:
+    for name in names:
         spec = MODELS[name]
         if "twin" in spec:
             model, twin_facts = built[spec["twin"]]
             facts = {k: v for k, v in twin_facts.items() if k != "test_accuracy"}
             facts["twin"] = spec["twin"]
             t0 = time.time()
-            data = compile_and_check(model, examples[spec["kind"]], IO[spec["kind"]], spec["max_batch_size"])
+            data = compile_and_check(model, examples[spec["kind"]], IO[spec["kind"]], spec["max_batch_size"], device)
             print(f"{name}: compiled with AOTInductor in {time.time() - t0:.1f}s", flush=True)
         else:
             model, facts = built[name]
@@ -324,7 +350,7 @@ def build(out: Path) -> dict:
             params["attention"] = ATTENTION_PARAMETER[spec["attention"]]
         params.update({k: (f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in facts.items()})
         _atomic_write(out / name / "1" / model_file(name), data)
-        _atomic_write(out / name / "config.pbtxt", config_pbtxt(name, params).encode())
+        _atomic_write(out / name / "config.pbtxt", config_pbtxt(name, params, device).encode())
         entry = {"norm": spec["norm"], "num_parameters": n_params, "format": spec.get("format", "torchscript"),
                  "max_batch_size": spec["max_batch_size"], **IO[spec["kind"]],
                  "model_sha256": hashlib.sha256(data).hexdigest()}
@@ -332,8 +358,9 @@ def build(out: Path) -> dict:
             entry["attention"] = spec["attention"]
         entry.update(facts)
         manifest["models"][name] = entry
-    _atomic_write(out / EXPERIMENTS_FILE, EXPERIMENTS_PBTXT.encode())
-    manifest["experiments_sha256"] = hashlib.sha256(EXPERIMENTS_PBTXT.encode()).hexdigest()
+    if set(names) == set(MODELS):  # a selection may lack the experiments' models
+        _atomic_write(out / EXPERIMENTS_FILE, EXPERIMENTS_PBTXT.encode())
+        manifest["experiments_sha256"] = hashlib.sha256(EXPERIMENTS_PBTXT.encode()).hexdigest()
     _atomic_write(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return manifest
 
@@ -342,11 +369,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="model repository directory to write")
     ap.add_argument("--force", action="store_true", help="rebuild even if the manifest says up to date")
+    ap.add_argument("--only", default="", help="comma-separated models to write (an AOTInductor twin brings its "
+                                               "twin); experiments.pbtxt is written only with all of them")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="cuda: configs serve on cuda:0 and the AOTInductor twins are compiled for CUDA "
+                         "(needs a GPU; training stays on the CPU)")
     args = ap.parse_args(argv)
     out = args.out.resolve()
+    names = selection(args.only)
 
     digest = source_hash()
-    if not args.force and up_to_date(out, digest):
+    if not args.force and up_to_date(out, digest, names, args.device):
         print("repository up to date")
         return 0
 
@@ -355,12 +388,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    manifest = build(out)
+    manifest = build(out, names, args.device)
     for name, m in manifest["models"].items():
         attn = f", {m['attention']} attention" if "attention" in m else ""
         acc = f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
         print(f"wrote {out / name}: {m['norm']}{attn}, {m['num_parameters']} parameters{acc}")
-    print(f"wrote {out / EXPERIMENTS_FILE}")
+    if "experiments_sha256" in manifest:
+        print(f"wrote {out / EXPERIMENTS_FILE}")
     print(f"repository written to {out} in {time.time() - t0:.1f}s")
     return 0
 

@@ -37,6 +37,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "server/core/cpu_block_cache.h"
+#include "server/core/device.h"
 #include "server/core/inference_engine.h"
 #include "server/core/log.h"
 #include "server/grpc/auth.h"
@@ -48,7 +49,9 @@
 #include "server/metrics/process_collector.h"
 #include "server/metrics/server_metrics.h"
 
-ABSL_FLAG(std::string, model_repository, "", "Directory holding <model>/config.pbtxt and <model>/<version>/model.pt");
+ABSL_FLAG(std::string, model_repository, "",
+          "Directory holding <model>/config.pbtxt and <model>/<version>/model.pt (TorchScript) or model.pt2 "
+          "(AOTInductor)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics ports bind to (127.0.0.1, [::1], 0.0.0.0)");
 ABSL_FLAG(int, grpc_port, 8001, "gRPC port; 0 lets the OS choose");
 ABSL_FLAG(int, metrics_port, 8002, "Prometheus /metrics port; 0 lets the OS choose");
@@ -149,169 +152,245 @@ std::string HostPort(const std::string& host, int port) {
   return v6 ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
 }
 
-int Run() {
-  const std::string repo_path = absl::GetFlag(FLAGS_model_repository);
-  if (repo_path.empty()) return Fail("--model_repository is required");
-  const int grpc_port = absl::GetFlag(FLAGS_grpc_port);
-  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  for (auto [name, port] : {std::pair{"--grpc_port", grpc_port}, std::pair{"--metrics_port", metrics_port}}) {
-    if (port < 0 || port > 65535) return Fail(absl::StrCat(name, "=", port, " is not a port (0-65535)"));
-  }
-  if (absl::GetFlag(FLAGS_max_message_mb) < 1 || absl::GetFlag(FLAGS_max_message_mb) > 2047) {
-    return Fail(absl::StrCat("--max_message_mb=", absl::GetFlag(FLAGS_max_message_mb), " is outside 1..2047"));
-  }
-  const int intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
-  if (intra_op_threads < 0) return Fail("--intra_op_threads must be >= 0");
-  if (intra_op_threads > 0) at::set_num_threads(intra_op_threads);
-  // The wheel's LibTorch does its matrix products in MKL, threaded by the
-  // same OpenMP pool as every other intra-op loop: one setting covers both.
-  LogInfo(absl::StrCat("threads: LibTorch intra-op ", at::get_num_threads(), " (OpenMP; MKL's BLAS shares it)"));
+// Step 1: every flag, checked, in one place. An error names the flag.
+struct ServerOptions {
+  std::string repo_path;
+  std::string host;
+  int grpc_port = 0;
+  int metrics_port = 0;
+  int max_message_bytes = 0;
+  int intra_op_threads = 0;
+  MetricsOptions metrics;
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::string admin_token;
+  std::string inference_token;
+  InferenceEngine::Options engine;
+  int max_connection_age_s = 0;
+  int malloc_trim_s = 0;
+  int cpu_block_cache_mb = 0;
+  absl::Duration drain_timeout;
+  absl::Duration shutdown_grace;
+};
 
-  MetricsOptions metrics_options;
-  metrics_options.record = absl::GetFlag(FLAGS_record_metrics);
+absl::StatusOr<ServerOptions> OptionsFromFlags() {
+  ServerOptions o;
+  o.repo_path = absl::GetFlag(FLAGS_model_repository);
+  if (o.repo_path.empty()) return absl::InvalidArgumentError("--model_repository is required");
+  o.host = absl::GetFlag(FLAGS_host);
+  o.grpc_port = absl::GetFlag(FLAGS_grpc_port);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  for (auto [name, port] : {std::pair{"--grpc_port", o.grpc_port}, std::pair{"--metrics_port", o.metrics_port}}) {
+    if (port < 0 || port > 65535) return absl::InvalidArgumentError(absl::StrCat(name, "=", port, " is not a port (0-65535)"));
+  }
+  const int max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  if (max_message_mb < 1 || max_message_mb > 2047) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_message_mb=", max_message_mb, " is outside 1..2047"));
+  }
+  o.max_message_bytes = max_message_mb * 1024 * 1024;
+  o.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  if (o.intra_op_threads < 0) return absl::InvalidArgumentError("--intra_op_threads must be >= 0");
+
+  o.metrics.record = absl::GetFlag(FLAGS_record_metrics);
   if (const std::string buckets = absl::GetFlag(FLAGS_latency_buckets); !buckets.empty()) {
-    metrics_options.latency_buckets_seconds.clear();
+    o.metrics.latency_buckets_seconds.clear();
     for (absl::string_view part : absl::StrSplit(buckets, ',')) {
       double bound = 0;
       if (!absl::SimpleAtod(part, &bound) || bound <= 0 ||
-          (!metrics_options.latency_buckets_seconds.empty() && bound <= metrics_options.latency_buckets_seconds.back())) {
-        return Fail(absl::StrCat("--latency_buckets: '", part, "' is not a positive bound above the previous one"));
+          (!o.metrics.latency_buckets_seconds.empty() && bound <= o.metrics.latency_buckets_seconds.back())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--latency_buckets: '", part, "' is not a positive bound above the previous one"));
       }
-      metrics_options.latency_buckets_seconds.push_back(bound);
+      o.metrics.latency_buckets_seconds.push_back(bound);
     }
   }
 
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = ServerCredentials();
-  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  if (!credentials.ok()) return credentials.status();
+  o.credentials = *std::move(credentials);
 
-  // A handler, not a blocked mask + sigwait: threads that gRPC starts during
-  // static initialisation do not inherit a mask set in main(), and a signal
-  // delivered to one of them would kill the process outright.
-  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return Fail("cannot create the signal pipe");
+  if (absl::GetFlag(FLAGS_shutdown_grace_s) < 0) return absl::InvalidArgumentError("--shutdown_grace_s must be >= 0");
+  if (absl::GetFlag(FLAGS_drain_timeout_s) < 0) return absl::InvalidArgumentError("--drain_timeout_s must be >= 0");
+  o.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  o.drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
+  o.malloc_trim_s = absl::GetFlag(FLAGS_malloc_trim_s);
+  if (o.malloc_trim_s < 0) return absl::InvalidArgumentError("--malloc_trim_s must be >= 0");
+  o.cpu_block_cache_mb = absl::GetFlag(FLAGS_cpu_block_cache_mb);
+  if (o.cpu_block_cache_mb < 0 || o.cpu_block_cache_mb > (1 << 24)) {
+    return absl::InvalidArgumentError("--cpu_block_cache_mb must be in 0..16777216");
+  }
+  o.engine.server_version = kVersion;
+  o.engine.strict_readiness = absl::GetFlag(FLAGS_strict_readiness);
+  o.engine.max_request_elements = absl::GetFlag(FLAGS_max_request_elements);
+  o.engine.max_request_rows = absl::GetFlag(FLAGS_max_request_rows);
+  if (o.engine.max_request_elements < 0 || o.engine.max_request_rows < 0) {
+    return absl::InvalidArgumentError("--max_request_elements and --max_request_rows must be >= 0");
+  }
+  o.max_connection_age_s = absl::GetFlag(FLAGS_max_connection_age_s);
+  if (o.max_connection_age_s < 0 || o.max_connection_age_s > 86400 * 365) {
+    return absl::InvalidArgumentError("--max_connection_age_s must be in 0..31536000");
+  }
+  absl::StatusOr<std::string> admin = LoadToken("--admin_token_file", absl::GetFlag(FLAGS_admin_token_file));
+  if (!admin.ok()) return admin.status();
+  o.admin_token = *std::move(admin);
+  absl::StatusOr<std::string> inference = LoadToken("--inference_token_file", absl::GetFlag(FLAGS_inference_token_file));
+  if (!inference.ok()) return inference.status();
+  o.inference_token = *std::move(inference);
+  return o;
+}
+
+// A handler, not a blocked mask + sigwait: threads that gRPC starts during
+// static initialisation do not inherit a mask set in main(), and a signal
+// delivered to one of them would kill the process outright.
+absl::Status InstallSignalHandlers() {
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return absl::InternalError("cannot create the signal pipe");
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  return absl::OkStatus();
+}
 
-  if (absl::GetFlag(FLAGS_shutdown_grace_s) < 0) return Fail("--shutdown_grace_s must be >= 0");
-  if (absl::GetFlag(FLAGS_drain_timeout_s) < 0) return Fail("--drain_timeout_s must be >= 0");
-  if (absl::GetFlag(FLAGS_malloc_trim_s) < 0) return Fail("--malloc_trim_s must be >= 0");
-  const int cache_mb = absl::GetFlag(FLAGS_cpu_block_cache_mb);
-  if (cache_mb < 0 || cache_mb > (1 << 24)) return Fail("--cpu_block_cache_mb must be in 0..16777216");
-  CpuBlockCache* block_cache = nullptr;
-  if (cache_mb > 0) {
+// Step 2: the transport-free core: threads, the CPU block cache, metrics, the
+// model repository and the engine with its experiments.
+struct Core {
+  CpuBlockCache* block_cache = nullptr;  // process-wide, never freed; null when off
+  std::unique_ptr<ServerMetrics> metrics;
+  std::unique_ptr<InferenceEngine> engine;
+};
+
+absl::StatusOr<Core> StartCore(const ServerOptions& o) {
+  if (o.intra_op_threads > 0) at::set_num_threads(o.intra_op_threads);
+  // The wheel's LibTorch does its matrix products in MKL, threaded by the
+  // same OpenMP pool as every other intra-op loop: one setting covers both.
+  LogInfo(absl::StrCat("threads: LibTorch intra-op ", at::get_num_threads(), " (OpenMP; MKL's BLAS shares it)"));
+  Core core;
+  if (o.cpu_block_cache_mb > 0) {
     // Before any model loads, so that every tensor of theirs can use it.
     CpuBlockCache::Options cache_options;
-    cache_options.max_cached_bytes = int64_t{cache_mb} << 20;
+    cache_options.max_cached_bytes = int64_t{o.cpu_block_cache_mb} << 20;
     absl::StatusOr<CpuBlockCache*> installed = CpuBlockCache::Install(cache_options);
-    if (!installed.ok()) return Fail(std::string(installed.status().message()));
-    block_cache = *installed;
+    if (!installed.ok()) return installed.status();
+    core.block_cache = *installed;
   }
-  if (absl::GetFlag(FLAGS_max_request_elements) < 0 || absl::GetFlag(FLAGS_max_request_rows) < 0) {
-    return Fail("--max_request_elements and --max_request_rows must be >= 0");
-  }
-  if (absl::GetFlag(FLAGS_max_connection_age_s) < 0 || absl::GetFlag(FLAGS_max_connection_age_s) > 86400 * 365) {
-    return Fail("--max_connection_age_s must be in 0..31536000");
-  }
-  const bool cuda = torch::cuda::is_available();
-  ServerMetrics metrics(metrics_options, {kVersion, TORCH_VERSION, cuda});
-  LogInfo(absl::StrCat("dytserve ", kVersion, ", LibTorch ", TORCH_VERSION, ", CUDA ",
-                       cuda ? "available" : "not available", ", ", at::get_num_threads(), " intra-op threads"));
+  const bool cuda = CudaAvailable();
+  core.metrics = std::make_unique<ServerMetrics>(o.metrics, ServerMetrics::BuildInfo{kVersion, TORCH_VERSION, cuda});
+  LogInfo(absl::StrCat("dytserve ", kVersion, ", LibTorch ", TORCH_VERSION,
+#ifdef DYTSERVE_WITH_CUDA
+                       " (CUDA build), CUDA ", cuda ? "available" : "not available",
+#else
+                       " (CPU build)",
+#endif
+                       ", ", at::get_num_threads(), " intra-op threads"));
 
   ModelRepository::LoadReport report;
-  absl::StatusOr<std::unique_ptr<ModelRepository>> repository = ModelRepository::Load(repo_path, &metrics, &report);
-  if (!repository.ok()) return Fail(std::string(repository.status().message()));
+  absl::StatusOr<std::unique_ptr<ModelRepository>> repository =
+      ModelRepository::Load(o.repo_path, core.metrics.get(), &report);
+  if (!repository.ok()) return repository.status();
   if (report.loaded.empty()) LogWarning("no model loaded; the server answers NOT_FOUND to every inference");
-
-  InferenceEngine::Options engine_options;
-  engine_options.server_version = kVersion;
-  engine_options.strict_readiness = absl::GetFlag(FLAGS_strict_readiness);
-  engine_options.max_request_elements = absl::GetFlag(FLAGS_max_request_elements);
-  engine_options.max_request_rows = absl::GetFlag(FLAGS_max_request_rows);
-  InferenceEngine engine(engine_options, *std::move(repository), &metrics);
+  core.engine = std::make_unique<InferenceEngine>(o.engine, *std::move(repository), core.metrics.get());
   std::vector<absl::Status> experiment_failures;
-  if (absl::Status s = engine.LoadExperiments(repo_path, &experiment_failures); !s.ok()) {
+  if (absl::Status s = core.engine->LoadExperiments(o.repo_path, &experiment_failures); !s.ok()) {
     LogError(absl::StrCat("experiments not loaded: ", s.message()));
   }
   for (const absl::Status& failure : experiment_failures) LogError(failure.message());
-  const v1::ExperimentList experiments = engine.router().List();
+  const v1::ExperimentList experiments = core.engine->router().List();
   for (const v1::Experiment& e : experiments.experiments()) {
     LogInfo(absl::StrCat("experiment '", e.name(), "' loaded with ", e.arms_size(), " arms"));
   }
+  return core;
+}
 
-  absl::StatusOr<std::string> admin_token = LoadToken("--admin_token_file", absl::GetFlag(FLAGS_admin_token_file));
-  if (!admin_token.ok()) return Fail(std::string(admin_token.status().message()));
-  absl::StatusOr<std::string> inference_token =
-      LoadToken("--inference_token_file", absl::GetFlag(FLAGS_inference_token_file));
-  if (!inference_token.ok()) return Fail(std::string(inference_token.status().message()));
-  const TokenAuth admin_auth(*admin_token, "dytserve.v1.Control", &metrics);
-  const TokenAuth inference_auth(*inference_token, "inference.GRPCInferenceService", &metrics);
+// Step 3: the gRPC services over the engine, their tokens, and the health
+// statuses they keep up to date.
+struct Services {
+  Services(const ServerOptions& o, Core& core)
+      : admin_auth(o.admin_token, "dytserve.v1.Control", core.metrics.get()),
+        inference_auth(o.inference_token, "inference.GRPCInferenceService", core.metrics.get()),
+        inference(core.engine.get(), &inference_auth),
+        control(core.engine.get(), &admin_auth, o.drain_timeout, [this] { UpdateHealth(); }),
+        engine(core.engine.get()) {}
 
-  const std::string host = absl::GetFlag(FLAGS_host);
+  // Every model's and experiment's serving status, and the server's.
+  void UpdateHealth() {
+    grpc::HealthCheckServiceInterface* h = health.load();
+    if (h == nullptr) return;  // set once the server exists; load and unload calls only come after
+    for (const std::string& name : engine->repository().discovered()) h->SetServingStatus(name, engine->ModelReady(name, ""));
+    const v1::ExperimentList experiments = engine->router().List();
+    for (const v1::Experiment& e : experiments.experiments()) {
+      h->SetServingStatus(e.name(), engine->ModelReady(e.name(), ""));
+    }
+    h->SetServingStatus("", engine->Ready());
+  }
+
+  const TokenAuth admin_auth;
+  const TokenAuth inference_auth;
+  InferenceService inference;
+  ControlService control;
+  InferenceEngine* const engine;
+  std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
+};
+
+// Step 4: listen (gRPC and /metrics), and say so on stdout, once.
+struct Listening {
+  std::unique_ptr<MetricsHttpServer> metrics_server;
+  std::unique_ptr<grpc::Server> grpc_server;
+};
+
+absl::StatusOr<Listening> Serve(const ServerOptions& o, Core& core, Services& services) {
+  Listening l;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables = {
-      metrics.registry(), std::make_shared<ProcessCollector>(), std::make_shared<DeviceMemoryCollector>()};
-  if (block_cache != nullptr) {
-    collectables.push_back(std::make_shared<CpuCacheCollector>([block_cache] {
-      const CpuBlockCache::Stats s = block_cache->stats();
+      core.metrics->registry(), std::make_shared<ProcessCollector>(), std::make_shared<DeviceMemoryCollector>()};
+  if (CpuBlockCache* cache = core.block_cache; cache != nullptr) {
+    collectables.push_back(std::make_shared<CpuCacheCollector>([cache] {
+      const CpuBlockCache::Stats s = cache->stats();
       return CpuCacheFigures{s.in_use_bytes, s.cached_bytes, s.reused, s.mapped};
     }));
   }
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> metrics_server =
-      MetricsHttpServer::Start(host, metrics_port, std::move(collectables));
-  if (!metrics_server.ok()) return Fail(std::string(metrics_server.status().message()));
+      MetricsHttpServer::Start(o.host, o.metrics_port, std::move(collectables));
+  if (!metrics_server.ok()) return metrics_server.status();
+  l.metrics_server = *std::move(metrics_server);
 
   grpc::EnableDefaultHealthCheckService(true);
-  InferenceService service(&engine, &inference_auth);
-  // Set once the server exists; load and unload calls can only come after.
-  std::atomic<grpc::HealthCheckServiceInterface*> health_service{nullptr};
-  auto update_health = [&engine, &health_service] {
-    grpc::HealthCheckServiceInterface* health = health_service.load();
-    if (health == nullptr) return;
-    for (const std::string& name : engine.repository().discovered()) {
-      health->SetServingStatus(name, engine.ModelReady(name, ""));
-    }
-    const v1::ExperimentList experiments = engine.router().List();
-    for (const v1::Experiment& e : experiments.experiments()) {
-      health->SetServingStatus(e.name(), engine.ModelReady(e.name(), ""));
-    }
-    health->SetServingStatus("", engine.Ready());
-  };
-  ControlService control(&engine, &admin_auth, absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)), update_health);
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(HostPort(host, grpc_port), *credentials, &bound_port);
-  builder.RegisterService(&service);
-  builder.RegisterService(&control);
-  if (const int age_s = absl::GetFlag(FLAGS_max_connection_age_s); age_s > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age_s * 1000);
+  builder.AddListeningPort(HostPort(o.host, o.grpc_port), o.credentials, &bound_port);
+  builder.RegisterService(&services.inference);
+  builder.RegisterService(&services.control);
+  if (o.max_connection_age_s > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, o.max_connection_age_s * 1000);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 30 * 1000);
   }
-  const int max_bytes = absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024;
-  builder.SetMaxReceiveMessageSize(max_bytes);
-  builder.SetMaxSendMessageSize(max_bytes);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || bound_port == 0) {
-    return Fail(absl::StrCat("cannot listen for gRPC on ", HostPort(host, grpc_port)));
+  builder.SetMaxReceiveMessageSize(o.max_message_bytes);
+  builder.SetMaxSendMessageSize(o.max_message_bytes);
+  l.grpc_server = builder.BuildAndStart();
+  if (l.grpc_server == nullptr || bound_port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", HostPort(o.host, o.grpc_port)));
   }
+  services.health.store(l.grpc_server->GetHealthCheckService());
+  services.UpdateHealth();
 
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health_service.store(health);
-  update_health();
-
-  std::printf("dytserve listening grpc=%s metrics=%s\n", HostPort(host, bound_port).c_str(),
-              HostPort(host, (*metrics_server)->port()).c_str());
+  std::printf("dytserve listening grpc=%s metrics=%s\n", HostPort(o.host, bound_port).c_str(),
+              HostPort(o.host, l.metrics_server->port()).c_str());
   std::fflush(stdout);
+  return l;
+}
 
+// Step 5: serve until SIGTERM/SIGINT, then drain: health goes NOT_SERVING,
+// gRPC refuses new calls at once and waits for accepted ones, whose tasks the
+// batch threads keep computing. Whatever is still queued when the grace
+// period ends is completed with UNAVAILABLE, so that Shutdown can return.
+void RunUntilSignalThenDrain(const ServerOptions& o, Core& core, Services& services, Listening& l) {
   // glibc keeps freed heap pages mapped, so a burst (an overload, a big
   // batch) would leave resident memory at its high-water mark for good and
   // look like a leak; giving free pages back now and then keeps RSS honest.
   absl::Notification stopping;
   std::thread trimmer;
-  if (const int trim_s = absl::GetFlag(FLAGS_malloc_trim_s); trim_s > 0) {
-    trimmer = std::thread([&stopping, trim_s, block_cache] {
+  if (o.malloc_trim_s > 0) {
+    trimmer = std::thread([&stopping, trim_s = o.malloc_trim_s, cache = core.block_cache] {
       while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(trim_s))) {
-        if (block_cache != nullptr) block_cache->ReleaseIdle();
+        if (cache != nullptr) cache->ReleaseIdle();
         malloc_trim(0);
       }
     });
@@ -322,21 +401,31 @@ int Run() {
   stopping.Notify();
   if (trimmer.joinable()) trimmer.join();
   LogInfo(absl::StrCat("received signal ", signal_number, ", shutting down"));
-  health->Shutdown();  // every service reports NOT_SERVING from here on
-  // gRPC refuses new calls at once and waits for accepted ones, whose tasks
-  // the batch threads keep computing. Whatever is still queued when the grace
-  // period ends is completed with UNAVAILABLE, so that Shutdown can return.
-  const absl::Time grace_end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  services.health.load()->Shutdown();  // every service reports NOT_SERVING from here on
+  const absl::Time grace_end = absl::Now() + o.shutdown_grace;
   absl::Notification drained;
+  InferenceEngine& engine = *core.engine;
   std::thread enforcer([&] {
     if (!drained.WaitForNotificationWithDeadline(grace_end)) engine.Shutdown();
   });
-  server->Shutdown(absl::ToChronoTime(grace_end));
+  l.grpc_server->Shutdown(absl::ToChronoTime(grace_end));
   drained.Notify();
   enforcer.join();
   engine.Shutdown();
-  server->Wait();
+  l.grpc_server->Wait();
   LogInfo("stopped");
+}
+
+int Run() {
+  absl::StatusOr<ServerOptions> options = OptionsFromFlags();
+  if (!options.ok()) return Fail(std::string(options.status().message()));
+  if (absl::Status s = InstallSignalHandlers(); !s.ok()) return Fail(std::string(s.message()));
+  absl::StatusOr<Core> core = StartCore(*options);
+  if (!core.ok()) return Fail(std::string(core.status().message()));
+  Services services(*options, *core);
+  absl::StatusOr<Listening> listening = Serve(*options, *core, services);
+  if (!listening.ok()) return Fail(std::string(listening.status().message()));
+  RunUntilSignalThenDrain(*options, *core, services, *listening);
   return 0;
 }
 
@@ -351,7 +440,7 @@ int main(int argc, char** argv) {
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
-      "Serves TorchScript models over the Open Inference Protocol (gRPC) with Prometheus metrics.\n"
+      "Serves TorchScript and AOTInductor models over the Open Inference Protocol (gRPC) with Prometheus metrics.\n"
       "  dytserve-server --model_repository=DIR [--grpc_port=N] [--metrics_port=N]");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {

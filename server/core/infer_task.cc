@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/core/log.h"
 #include "server/core/model.h"
 
 namespace dytserve {
@@ -169,6 +170,8 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
       if (status.code() == absl::StatusCode::kResourceExhausted) {
         // Out of memory: halves need about half the activations; what fails
         // even alone fails with RESOURCE_EXHAUSTED.
+        LogWarning(absl::StrCat("model '", spec.name, "': a batch of ", rows, " rows ran out of memory; retrying it as ",
+                                tasks.size() / 2, " and ", tasks.size() - tasks.size() / 2, " requests"));
         const auto middle = tasks.begin() + static_cast<std::ptrdiff_t>(tasks.size() / 2);
         RunGroup(model, instance, metrics, std::vector<InferTask*>(tasks.begin(), middle));
         RunGroup(model, instance, metrics, std::vector<InferTask*>(middle, tasks.end()));

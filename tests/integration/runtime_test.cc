@@ -21,6 +21,7 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -303,14 +304,14 @@ TEST(AotiPackages, WhatCannotServeIsRefusedByNameAndTheRestServes) {
       {"aoti_platform_without_package", fs::path(kModels) / "sdpa_scripted" / "1" / "model.pt",
        "platform: \"torch_aoti\"\nmax_batch_size: 8\n" + io, "platform 'torch_aoti' but "},
   };
-#ifndef DYTSERVE_WITH_CUDA
-  const std::vector<Bad> cuda = {{"cuda_package", fs::path(kModels) / "packages" / "cuda.pt2",
-                                  "max_batch_size: 8\n" + io,
-                                  "model 'cuda_package': instance_group.device: the package was compiled for CUDA, "
-                                  "and CUDA is not available (this server is a CPU build"}};
-#else
-  const std::vector<Bad> cuda;
-#endif
+  // A CUDA package where no CUDA device is visible (a CPU build, or a CUDA
+  // build on a machine without a GPU).
+  std::vector<Bad> cuda;
+  if (!torch::cuda::is_available()) {
+    cuda.push_back({"cuda_package", fs::path(kModels) / "packages" / "cuda.pt2", "max_batch_size: 8\n" + io,
+                    "model 'cuda_package': instance_group.device: the package was compiled for CUDA, and CUDA is not "
+                    "available ("});
+  }
   std::vector<Bad> all = bad;
   all.insert(all.end(), cuda.begin(), cuda.end());
   for (const Bad& b : all) {
