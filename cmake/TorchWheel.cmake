@@ -14,8 +14,8 @@
 # loads libtorch_cuda.so and the CUDA libraries behind it (+235 MB RSS,
 # +15 shared libraries, measured). The wheel's libtorch_cpu.so still NEEDS
 # libcudart and libcupti (Kineto), which come from the venv's nvidia wheels.
-# CUDA build (DYTSERVE_WITH_CUDA): links the wheel's real libtorch.so,
-# libtorch_cuda.so and libc10_cuda.so, and the wheel's own libcudart.
+# CUDA build (DYTSERVE_WITH_CUDA): also libtorch_cuda.so, libc10_cuda.so and
+# the wheel's own libcudart; our libtorch.so then NEEDS libtorch_cuda.so too.
 
 set(DYTSERVE_VENV "${PROJECT_SOURCE_DIR}/.venv" CACHE PATH "The project's virtual environment (scripts/setup.sh)")
 set(DYTSERVE_PYTHON "${DYTSERVE_VENV}/bin/python" CACHE FILEPATH "The venv's Python: exports models, runs model tests")
@@ -73,28 +73,34 @@ target_include_directories(dytserve_torch SYSTEM INTERFACE "${_inc}" "${_inc}/to
 target_compile_definitions(dytserve_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
 target_link_options(dytserve_torch INTERFACE "LINKER:${_rpath_link}")
 
+# Our link-only libtorch.so (torch_glue.cc): it defines nothing and NEEDS
+# the libraries the wheel's own libtorch.so needs, less libtorch_cuda.so in
+# the CPU build. The dynamic loader matches an AOTInductor .so's NEEDED
+# libtorch.so to it by soname. The wheel's libtorch.so is never linked: it
+# also exports pieces of GCC 13's libstdc++ it was linked with
+# (std::filesystem, std::chrono's tzdb, the string streams), which then
+# interpose on the system libstdc++'s; std::filesystem::remove_all called
+# through it jumped to address 0.
+add_library(dytserve_torch_glue SHARED "${PROJECT_SOURCE_DIR}/server/ops/torch_glue.cc")
+set_target_properties(dytserve_torch_glue PROPERTIES OUTPUT_NAME torch
+  LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/lib")
+target_link_options(dytserve_torch_glue PRIVATE "LINKER:${_rpath_link}")
 if(DYTSERVE_WITH_CUDA)
-  _dytserve_torch_lib(dytserve_torch_real "${DYTSERVE_TORCH_LIB_DIR}/libtorch.so")
   _dytserve_torch_lib(dytserve_torch_cuda "${DYTSERVE_TORCH_LIB_DIR}/libtorch_cuda.so")
   _dytserve_torch_lib(dytserve_c10_cuda "${DYTSERVE_TORCH_LIB_DIR}/libc10_cuda.so")
   find_library(DYTSERVE_WHEEL_CUDART NAMES libcudart.so.13 PATHS ${DYTSERVE_NVIDIA_LIB_DIRS} NO_DEFAULT_PATH REQUIRED)
   _dytserve_torch_lib(dytserve_wheel_cudart "${DYTSERVE_WHEEL_CUDART}")
-  # libtorch.so holds no symbols we use; without --no-as-needed a linker that
-  # drops unused libraries would drop it, and with it libtorch_cuda's
-  # registration of the CUDA backend.
+  # libtorch_cuda holds no symbol we call by name either; without
+  # --no-as-needed a linker that drops unused libraries would drop it, and
+  # with it its registration of the CUDA backend.
+  target_link_libraries(dytserve_torch_glue PRIVATE
+    "$<LINK_LIBRARY:DYTSERVE_NO_AS_NEEDED,dytserve_torch_cuda,dytserve_torch_cpu>" dytserve_c10_cuda dytserve_c10)
   target_link_libraries(dytserve_torch INTERFACE
-    "$<LINK_LIBRARY:DYTSERVE_NO_AS_NEEDED,dytserve_torch_real,dytserve_torch_cuda>"
+    "$<LINK_LIBRARY:DYTSERVE_NO_AS_NEEDED,dytserve_torch_glue,dytserve_torch_cuda>"
     dytserve_c10_cuda dytserve_torch_cpu dytserve_c10 dytserve_wheel_cudart)
 else()
-  # Our link-only libtorch.so: it NEEDS libtorch_cpu.so and defines nothing.
-  # The dynamic loader matches an AOTInductor .so's NEEDED libtorch.so to it by
-  # soname, so a CPU package runs on libtorch_cpu alone.
-  add_library(dytserve_torch_glue SHARED "${PROJECT_SOURCE_DIR}/server/ops/torch_glue.cc")
-  set_target_properties(dytserve_torch_glue PROPERTIES OUTPUT_NAME torch
-    LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}/lib")
   target_link_libraries(dytserve_torch_glue PRIVATE
     "$<LINK_LIBRARY:DYTSERVE_NO_AS_NEEDED,dytserve_torch_cpu>" dytserve_c10)
-  target_link_options(dytserve_torch_glue PRIVATE "LINKER:${_rpath_link}")
   target_link_libraries(dytserve_torch INTERFACE
     "$<LINK_LIBRARY:DYTSERVE_NO_AS_NEEDED,dytserve_torch_glue>" dytserve_torch_cpu dytserve_c10)
 endif()

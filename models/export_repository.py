@@ -1,7 +1,7 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Build dytserve's default model repository (deterministic, CPU only).
 
-    /usr/bin/python3 models/export_repository.py --out DIR [--force]
+    .venv/bin/python models/export_repository.py --out DIR [--force] [--only NAMES] [--device cpu|cuda]
 
 writes
 
@@ -34,9 +34,11 @@ reaches less than 85% test accuracy (nothing is written in that case).
 """
 import os
 
-# Before torch is imported: keep every thread pool at 2 (shared 2-core build machine).
+# Before torch is imported: keep every thread pool at 2 (shared 2-core build
+# machine), or DYTSERVE_EXPORT_THREADS (the GPU check's 16-core machine).
+THREADS = int(os.environ.get("DYTSERVE_EXPORT_THREADS", "2"))
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "2")
+    os.environ.setdefault(_var, str(THREADS))
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
@@ -385,7 +387,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     manifest = build(out, names, args.device)

@@ -17,6 +17,8 @@ PACKAGES=(
   # The virtual environment, made from Debian's interpreter (the python3 first
   # on PATH may be another one); python3-dev for AOTInductor's compile step.
   python3 python3-venv python3-dev
+  # patchelf: the GPU kit's binaries drop this machine's library paths.
+  patchelf
   # promtool, for the metrics lint in the test suite.
   prometheus
   # docker-compose 1.29 validates the compose file in the deploy manifest test

@@ -3,8 +3,8 @@
 The repository is exported once per session into a temp dir (about 2 minutes:
 it trains both ViTs).  To skip that, export once and point DYTSERVE_REPO at it:
 
-    /usr/bin/python3 export_repository.py --out /tmp/dytserve_repo
-    DYTSERVE_REPO=/tmp/dytserve_repo /usr/bin/python3 -m pytest -q tests
+    ../.venv/bin/python export_repository.py --out /tmp/dytserve_repo
+    DYTSERVE_REPO=/tmp/dytserve_repo ../.venv/bin/python -m pytest -q tests
 """
 import os
 

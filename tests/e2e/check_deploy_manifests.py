@@ -1,7 +1,7 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Static checks of the deployment manifests: the fields that tie them together.
 
-    /usr/bin/python3 tests/e2e/check_deploy_manifests.py [REPO_ROOT]
+    .venv/bin/python tests/e2e/check_deploy_manifests.py [REPO_ROOT]
 
 Parses deploy/k8s/**/*.yaml, deploy/docker/Dockerfile*, docker-compose.yml and
 the server's own flags and metric names, and checks every tie that would

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "dytserve/client.h"
+#include "support/async_requests.h"
 #include "support/server_process.h"
 
 namespace dytserve {
@@ -157,21 +158,9 @@ def forward(self, x):
       ServerProcess::Start(kServer, {absl::StrCat("--model_repository=", dir.string())});
   ASSERT_TRUE(server.ok()) << server.status();
   std::unique_ptr<Client> client = ClientOf(**server);
-  std::vector<absl::StatusOr<InferResult>> results(4, absl::UnknownError("no answer"));
-  absl::Mutex mu;
-  int pending = 4;
-  for (int i = 0; i < 4; ++i) {
-    client->InferAsync("hungry", {Tensor::From<float>("x", {1, 2}, {1.0f * i, gib_per_row})}, {},
-                       [&, i](absl::StatusOr<InferResult> r) {
-                         absl::MutexLock lock(&mu);
-                         results[i] = std::move(r);
-                         --pending;
-                       });
-  }
-  {
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](int* p) { return *p == 0; }, &pending));
-  }
+  std::vector<std::vector<Tensor>> requests;
+  for (int i = 0; i < 4; ++i) requests.push_back({Tensor::From<float>("x", {1, 2}, {1.0f * i, gib_per_row})});
+  const std::vector<absl::StatusOr<InferResult>> results = testing::InferAll(*client, "hungry", requests);
   for (int i = 0; i < 4; ++i) {
     ASSERT_TRUE(results[i].ok()) << results[i].status();
     EXPECT_EQ(*results[i]->outputs[0].As<float>(), (std::vector<float>{2.0f * i, 2.0f * gib_per_row}));

@@ -147,28 +147,14 @@ TEST_F(CurrentPyTorchModels, EveryModelLoadsBatchesAndServesItsEagerOutputs) {
     ASSERT_FALSE(c.inputs.empty());
     ASSERT_EQ(c.inputs[0].shape[0], kRows);
 
-    struct Answers {
-      absl::Mutex mu;
-      int pending ABSL_GUARDED_BY(mu) = kRows;
-      std::vector<absl::StatusOr<InferResult>> results{kRows, absl::UnknownError("no answer")};
-    };
-    auto answers = std::make_shared<Answers>();
+    std::vector<std::vector<Tensor>> rows;
     for (int64_t r = 0; r < kRows; ++r) {
-      std::vector<Tensor> row;
-      for (const Tensor& t : c.inputs) row.push_back(Row(t, r));
-      client->InferAsync(model, row, {}, [answers, r](absl::StatusOr<InferResult> result) {
-        absl::MutexLock lock(&answers->mu);
-        answers->results[static_cast<size_t>(r)] = std::move(result);
-        --answers->pending;
-      });
+      rows.emplace_back();
+      for (const Tensor& t : c.inputs) rows.back().push_back(Row(t, r));
     }
-    {
-      absl::MutexLock lock(&answers->mu);
-      answers->mu.Await(absl::Condition(
-          +[](Answers* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu) { return a->pending == 0; }, answers.get()));
-    }
+    const std::vector<absl::StatusOr<InferResult>> results = testing::InferAll(*client, model, rows);
     for (int64_t r = 0; r < kRows; ++r) {
-      const absl::StatusOr<InferResult>& result = answers->results[static_cast<size_t>(r)];
+      const absl::StatusOr<InferResult>& result = results[static_cast<size_t>(r)];
       ASSERT_TRUE(result.ok()) << result.status();
       ASSERT_EQ(result->outputs.size(), c.outputs.size());
       for (const Tensor& want : c.outputs) {
@@ -373,28 +359,12 @@ std::vector<Tensor> Tokens(int64_t length, int64_t seed) {
 TEST_F(AotiServing, RaggedDecoderBatchesMatchTheTorchScriptTwin) {
   std::unique_ptr<Client> client = NewClient();
   constexpr int kRequests = 24;
-  struct Answers {
-    absl::Mutex mu;
-    int pending ABSL_GUARDED_BY(mu) = kRequests;
-    std::vector<absl::StatusOr<InferResult>> results{kRequests, absl::UnknownError("no answer")};
-  };
-  auto answers = std::make_shared<Answers>();
-  for (int i = 0; i < kRequests; ++i) {
-    client->InferAsync("llama_dyt_aoti", Tokens(1 + (i * 7) % 30, i), {},
-                       [answers, i](absl::StatusOr<InferResult> r) {
-                         absl::MutexLock lock(&answers->mu);
-                         answers->results[static_cast<size_t>(i)] = std::move(r);
-                         --answers->pending;
-                       });
-  }
-  {
-    absl::MutexLock lock(&answers->mu);
-    answers->mu.Await(absl::Condition(
-        +[](Answers* a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(a->mu) { return a->pending == 0; }, answers.get()));
-  }
+  std::vector<std::vector<Tensor>> prompts;
+  for (int i = 0; i < kRequests; ++i) prompts.push_back(Tokens(1 + (i * 7) % 30, i));
+  const std::vector<absl::StatusOr<InferResult>> results = testing::InferAll(*client, "llama_dyt_aoti", prompts);
   for (int i = 0; i < kRequests; ++i) {
     const int64_t length = 1 + (i * 7) % 30;
-    const absl::StatusOr<InferResult>& got = answers->results[static_cast<size_t>(i)];
+    const absl::StatusOr<InferResult>& got = results[static_cast<size_t>(i)];
     ASSERT_TRUE(got.ok()) << got.status();
     absl::StatusOr<InferResult> want = client->Infer("llama_dyt", Tokens(length, i));
     ASSERT_TRUE(want.ok()) << want.status();

@@ -60,6 +60,36 @@ inline std::vector<Outcome> SendAsync(Client& client, const std::string& name, c
   return state->outcomes;
 }
 
+
+// Sends every one of `requests` to `model` at once (each its own call, all in
+// flight together, so the batcher may join them) and returns their results in
+// order.
+inline std::vector<absl::StatusOr<InferResult>> InferAll(Client& client, const std::string& model,
+                                                         const std::vector<std::vector<Tensor>>& requests) {
+  struct State {
+    absl::Mutex mu;
+    size_t pending ABSL_GUARDED_BY(mu) = 0;
+    std::vector<absl::StatusOr<InferResult>> results;
+  };
+  auto state = std::make_shared<State>();
+  state->results.assign(requests.size(), absl::UnknownError("no answer"));
+  {
+    absl::MutexLock lock(&state->mu);
+    state->pending = requests.size();
+  }
+  for (size_t i = 0; i < requests.size(); ++i) {
+    client.InferAsync(model, requests[i], {}, [state, i](absl::StatusOr<InferResult> r) {
+      absl::MutexLock lock(&state->mu);
+      state->results[i] = std::move(r);
+      --state->pending;
+    });
+  }
+  absl::MutexLock lock(&state->mu);
+  state->mu.Await(absl::Condition(
+      +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->pending == 0; }, state.get()));
+  return std::move(state->results);
+}
+
 }  // namespace dytserve::testing
 
 #endif  // DYTSERVE_TESTS_SUPPORT_ASYNC_REQUESTS_H_
