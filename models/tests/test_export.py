@@ -254,6 +254,14 @@ def test_second_run_is_a_no_op(repo):
     assert {p: p.stat().st_mtime_ns for p in repo.rglob("*") if p.is_file()} == before
 
 
+def test_only_selects_models_and_brings_each_aoti_twins_module():
+    assert er.selection("") == list(er.MODELS)
+    assert er.selection("llama_dyt_aoti") == ["llama_dyt", "llama_dyt_aoti"]
+    assert er.selection("vit_ln, vit_dyt_aoti") == ["vit_ln", "vit_dyt", "vit_dyt_aoti"]
+    with pytest.raises(SystemExit, match="--only: unknown model"):
+        er.selection("vit_nope")
+
+
 def test_low_accuracy_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
     import dytserve_models.train as train
 
@@ -354,8 +362,12 @@ def test_up_to_date_needs_every_file(tmp_path):
     for f in er.expected_files(tmp_path):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"x")
-    (tmp_path / "manifest.json").write_text(json.dumps({"source_hash": "abc"}))
+    models = {n: {} for n in er.MODELS}
+    (tmp_path / "manifest.json").write_text(json.dumps({"source_hash": "abc", "device": "cpu", "models": models}))
     assert er.up_to_date(tmp_path, "abc")
     assert not er.up_to_date(tmp_path, "abd")
+    # Another selection (--only) or device (--device) is not this export.
+    assert not er.up_to_date(tmp_path, "abc", device="cuda")
+    assert not er.up_to_date(tmp_path, "abc", names=er.selection("vit_dyt_aoti"))
     (tmp_path / "experiments.pbtxt").unlink()
     assert not er.up_to_date(tmp_path, "abc")
