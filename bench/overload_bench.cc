@@ -3,7 +3,7 @@
 // rate of --factor x peak for --seconds, then the peak again.
 //
 //   build/bench/overload_bench [--repo=build/repository] [--model=vit_ln] [--factor=5] [--seconds=15]
-//                              [--nice=10] [--server_flags="--blas_threads=1"]
+//                              [--nice=10] [--server_flags="--intra_op_threads=1"]
 //
 // Goals (issue #8): sheds with RESOURCE_EXHAUSTED at once (the refusals'
 // latency is far below the accepted requests'), RSS growth < 10%, goodput
@@ -35,7 +35,7 @@ ABSL_FLAG(std::string, model, "vit_ln", "Model under load");
 ABSL_FLAG(double, factor, 5, "Offered open-loop rate as a multiple of the measured peak");
 ABSL_FLAG(double, seconds, 15, "Seconds of overload");
 ABSL_FLAG(int, max_batch, 64, "The model's max_batch_size (the default repository's is 64)");
-ABSL_FLAG(std::string, server_flags, "", "Further dytserve-server flags, space-separated (e.g. --blas_threads=1)");
+ABSL_FLAG(std::string, server_flags, "", "Further dytserve-server flags, space-separated (e.g. --intra_op_threads=1)");
 ABSL_FLAG(int, nice, 0, "Niceness of this load generator (not the server); 0 leaves it");
 
 namespace dytserve {

@@ -7,7 +7,7 @@
 #
 #   bench/soak.sh [SECONDS] [RATE]      e.g. bench/soak.sh 600 400
 # Env: BUILD_DIR (build), REPO (BUILD_DIR/repository), MODELS (vit_ln,vit_dyt),
-#      SERVER_FLAGS (further server flags, space-separated, e.g. --blas_threads=1)
+#      SERVER_FLAGS (further server flags, space-separated, e.g. --intra_op_threads=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TOTAL="${1:-600}"
