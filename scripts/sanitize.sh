@@ -7,8 +7,9 @@
 #   tsan  build-tsan: DYTSERVE_SANITIZE=thread; the batcher tests (no LibTorch)
 #         and the canaries that show TSan sees Abseil's synchronization
 # Usage: scripts/sanitize.sh [asan] [tsan]        (no argument: both)
-# DYTSERVE_TEST_REPO: the model repository the asan integration tests serve;
-# defaults to the plain build's, so that scripts/test.sh exports it only once.
+# DYTSERVE_TEST_REPO, DYTSERVE_TEST_MODELS: the model repositories the asan
+# integration tests serve; default to the plain build's, so that
+# scripts/test.sh exports them only once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,6 +17,7 @@ JOBS=${BUILD_JOBS:-$(nproc)}
 PLAIN_BUILD=${BUILD_DIR:-build}
 [[ $PLAIN_BUILD == /* ]] || PLAIN_BUILD=$PWD/$PLAIN_BUILD
 REPO=${DYTSERVE_TEST_REPO:-$PLAIN_BUILD/repository}
+TEST_MODELS=${DYTSERVE_TEST_MODELS:-$PLAIN_BUILD/test_models}
 modes=("$@")
 ((${#modes[@]})) || modes=(asan tsan)
 
@@ -30,7 +32,8 @@ for mode in "${modes[@]}"; do
   case $mode in
     asan)
       cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-        -DDYTSERVE_SANITIZE=address,undefined -DDYTSERVE_FUZZ=ON -DDYTSERVE_TEST_REPO="$REPO" >/dev/null
+        -DDYTSERVE_SANITIZE=address,undefined -DDYTSERVE_FUZZ=ON -DDYTSERVE_TEST_REPO="$REPO" \
+        -DDYTSERVE_TEST_MODELS="$TEST_MODELS" >/dev/null
       phase "asan build" cmake --build build-asan -- -j "$JOBS"
       phase "asan tests" ctest --test-dir build-asan --output-on-failure -j "${TEST_JOBS:-2}"
       ;;
