@@ -47,14 +47,17 @@ else
   echo "setup: all Debian packages present"
 fi
 
-# Debian's LibTorch 1.13 must not be found beside the pinned one: its
-# libc10.so/libtorch.so in /usr/lib would shadow the wheel's at link or load
-# time. CMake refuses a Torch outside the venv (CMakeLists.txt); say why here.
-for p in libtorch-dev libtorch1.13 python3-torch; do
-  if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    echo "setup: note: Debian's $p is installed; dytserve no longer uses it (remove it with: apt-get remove $p)"
-  fi
-done
+# Debian's LibTorch 1.13 must not be found beside the pinned one. Its -dev
+# package (which this script installed before the move to the wheel) puts
+# unversioned libtorch*.so and libc10.so links in /usr/lib: AOTInductor's
+# compile step then linked a package against 1.13's libtorch_cpu, which lacks
+# its symbols ("undefined symbol: aoti_torch_dtype_float32" at load). So it
+# goes. Its runtime (libtorch1.13, python3-torch) has only versioned names
+# and stays unless you remove it.
+if dpkg-query -W -f='${Status}' libtorch-dev 2>/dev/null | grep -q "install ok installed"; then
+  echo "setup: removing Debian's libtorch-dev (LibTorch 1.13's link names shadow the pinned wheel's)"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq libtorch-dev >/dev/null
+fi
 
 # The virtual environment. A stamp holding the requirements' hash makes the
 # warm path a file comparison, not a pip run.

@@ -16,6 +16,7 @@ Size 1 is a legal batch and sequence length: the export runs with
 at least 2 (torch.export's default for a dynamic dimension).
 """
 import json
+import os
 from typing import Dict, List, Sequence
 
 import torch
@@ -40,6 +41,11 @@ def export_package(model: torch.nn.Module, example: Sequence[torch.Tensor], inpu
     ``TYPE_*``, ``dims`` without the batch dim, -1 variable), in forward's
     argument order. Every -1 dim of the inputs shares one dynamic length in
     [1, ``max_length``]."""
+    for link in ("/usr/lib/x86_64-linux-gnu/libtorch_cpu.so", "/usr/lib/aarch64-linux-gnu/libtorch_cpu.so"):
+        if os.path.exists(link):
+            raise SystemExit(f"export_package: {link} (Debian's libtorch-dev, LibTorch 1.13) is installed: "
+                             "AOTInductor would link the package against it. Remove it: apt-get remove libtorch-dev "
+                             "(scripts/setup.sh does)")
     batch = torch.export.Dim("batch", min=1, max=max_batch_size)
     length = torch.export.Dim("length", min=1, max=max_length)
     dynamic: Dict[str, Dict[int, torch.export.Dim]] = {}
