@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <google/protobuf/struct.pb.h>
@@ -111,12 +112,14 @@ double Sample(const std::string& scrape, const std::string& family, const std::s
   return -1;
 }
 
-std::map<std::string, int> ExpectedFusions() {
+// Per model: how many DyTs the rewrite must fuse, and fold.
+std::map<std::string, std::pair<int, int>> ExpectedFusions() {
   google::protobuf::Struct json;
   EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(ReadFile(fs::path(kModels) / "expected.json"), &json).ok());
-  std::map<std::string, int> out;
+  std::map<std::string, std::pair<int, int>> out;
   for (const auto& [name, facts] : json.fields()) {
-    out[name] = static_cast<int>(facts.struct_value().fields().at("fused_dyt").number_value());
+    const auto& f = facts.struct_value().fields();
+    out[name] = {static_cast<int>(f.at("fused_dyt").number_value()), static_cast<int>(f.at("folded_dyt").number_value())};
   }
   return out;
 }
@@ -135,12 +138,12 @@ class CurrentPyTorchModels : public testing::SuiteServerTest<CurrentPyTorchModel
 
 // Each model: ready; its rows sent as concurrent one-row requests (which the
 // batcher may join) and as one request of all rows, each answer within 1e-5
-// of eager PyTorch; the DyT count the rewrite found is the model's.
+// of eager PyTorch; the DyTs the rewrite fused and folded are the model's.
 TEST_F(CurrentPyTorchModels, EveryModelLoadsBatchesAndServesItsEagerOutputs) {
-  const std::map<std::string, int> fused = ExpectedFusions();
+  const std::map<std::string, std::pair<int, int>> fused = ExpectedFusions();
   ASSERT_EQ(fused.size(), 11u);
   std::unique_ptr<Client> client = NewClient();
-  for (const auto& [model, expected_fused] : fused) {
+  for (const auto& [model, expected] : fused) {
     SCOPED_TRACE(model);
     ASSERT_TRUE(*client->ModelReady(model));
     const Case c = LoadCase(model);
@@ -175,7 +178,9 @@ TEST_F(CurrentPyTorchModels, EveryModelLoadsBatchesAndServesItsEagerOutputs) {
 
     const std::string scrape = *testing::HttpGet(server_->metrics_address(), "/metrics");
     EXPECT_EQ(Sample(scrape, "dytserve_model_fused_dyt", absl::StrCat("model=\"", model, "\",version=\"1\"")),
-              expected_fused);
+              expected.first);
+    EXPECT_EQ(Sample(scrape, "dytserve_model_folded_dyt_affine", absl::StrCat("model=\"", model, "\",version=\"1\"")),
+              expected.second);
     // Batched: the request of all rows ran as one batch of kRows.
     EXPECT_GE(Sample(scrape, "dytserve_batch_size_bucket",
                      absl::StrCat("model=\"", model, "\",version=\"1\",le=\"+Inf\"")),

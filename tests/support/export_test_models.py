@@ -19,7 +19,7 @@ DIR/<model>/config.pbtxt and DIR/<model>/1/model.pt (or model.pt2):
 
 DIR/cases/<model>.json: {"inputs": [...], "outputs": [...]} in the KServe v2
 JSON layout: 3 rows and the eager outputs for them. DIR/expected.json: per
-model, the DyT count the server must fuse. DIR/packages/: copies of
+model, how many DyTs the server must fuse, and fold into a following Linear. DIR/packages/: copies of
 timm_vit_dyt_aoti's package whose metadata claims a CUDA device, another
 PyTorch version or another CPU instruction set, for the refusal tests.
 
@@ -181,7 +181,7 @@ def build(out: Path) -> dict:
     cases = {}
 
     def add(name, platform, data_path_or_bytes, inputs, outputs, example_rows, model_outputs, fused_dyt,
-            max_batch=8, extra=""):
+            folded_dyt=0, max_batch=8, extra=""):
         vdir = out / name / "1"
         vdir.mkdir(parents=True, exist_ok=True)
         target = vdir / ("model.pt2" if platform == "torch_aoti" else "model.pt")
@@ -192,7 +192,7 @@ def build(out: Path) -> dict:
         (out / name / "config.pbtxt").write_text(config(name, platform, max_batch, inputs, outputs, extra))
         cases[name] = {"inputs": [tensor_json(n, t) for (n, _, _), t in zip(inputs, example_rows)],
                        "outputs": [tensor_json(n, t) for (n, _, _), t in zip(outputs, model_outputs)]}
-        expected[name] = {"fused_dyt": fused_dyt, "platform": platform}
+        expected[name] = {"fused_dyt": fused_dyt, "folded_dyt": folded_dyt, "platform": platform}
 
     def saved(module) -> bytes:
         with tempfile.NamedTemporaryFile(suffix=".pt") as f:
@@ -233,9 +233,11 @@ def build(out: Path) -> dict:
     with torch.no_grad():
         logits = vit(images)
     io_in, io_out = [("pixel_values", "TYPE_FP32", [3, 16, 16])], [("logits", "TYPE_FP32", [10])]
-    add("timm_vit_dyt_scripted", "torchscript", saved(torch.jit.script(vit)), io_in, io_out, [images], [logits], 5)
+    # Every DyT fused; the blocks' four folded into the Linear after them (the
+    # final norm's output is sliced, x[:, 0], before the head: not foldable).
+    add("timm_vit_dyt_scripted", "torchscript", saved(torch.jit.script(vit)), io_in, io_out, [images], [logits], 5, 4)
     add("timm_vit_dyt_traced", "torchscript", saved(torch.jit.trace(vit, images[:1])), io_in, io_out, [images],
-        [logits], 5)
+        [logits], 5, 4)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(export_package(
             vit, [images], [dict(name="pixel_values", data_type="TYPE_FP32", dims=[3, 16, 16])],
@@ -253,18 +255,18 @@ def build(out: Path) -> dict:
     with torch.no_grad():
         logits = zoo_vit(digits)
     add("zoo_vit_dyt_traced", "torchscript", saved(torch.jit.trace(zoo_vit, digits[:1])),
-        [("pixel_values", "TYPE_FP32", [1, 8, 8])], [("logits", "TYPE_FP32", [10])], [digits], [logits], 9)
+        [("pixel_values", "TYPE_FP32", [1, 8, 8])], [("logits", "TYPE_FP32", [10])], [digits], [logits], 9, 8)
     _, llama = build_llama_pair(0)
     ids = torch.randint(0, 256, (ROWS, 12), generator=gen)
     with torch.no_grad():
         logits = llama(ids)
     add("zoo_llama_dyt_traced", "torchscript", saved(torch.jit.trace(llama, ids[:1, :5])),
-        [("input_ids", "TYPE_INT64", [-1])], [("logits", "TYPE_FP32", [-1, 256])], [ids], [logits], 5)
+        [("input_ids", "TYPE_INT64", [-1])], [("logits", "TYPE_FP32", [-1, 256])], [ids], [logits], 5, 5)
 
     # Saved by PyTorch 1.13 (tests/fixtures/make_legacy_113.py); its outputs are 1.13's.
     legacy = json.loads(FIXTURE.with_suffix(".case.json").read_text())
     add("legacy_113", "torchscript", FIXTURE.with_suffix(".pt"), [("x", "TYPE_FP32", [16])],
-        [("y", "TYPE_FP32", [8])], [], [], 1)
+        [("y", "TYPE_FP32", [8])], [], [], 1, 1)
     cases["legacy_113"] = {"inputs": legacy["inputs"], "outputs": legacy["outputs"]}
 
     # Keyword inputs and a dict output, each in another order than the config's.
