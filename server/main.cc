@@ -307,8 +307,8 @@ struct Services {
   Services(const ServerOptions& o, Core& core)
       : admin_auth(o.admin_token, "dytserve.v1.Control", core.metrics.get()),
         inference_auth(o.inference_token, "inference.GRPCInferenceService", core.metrics.get()),
-        inference(core.engine.get(), &inference_auth),
         control(core.engine.get(), &admin_auth, o.drain_timeout, [this] { UpdateHealth(); }),
+        inference(core.engine.get(), &inference_auth, &control),
         engine(core.engine.get()) {}
 
   // Every model's and experiment's serving status, and the server's.
@@ -325,8 +325,8 @@ struct Services {
 
   const TokenAuth admin_auth;
   const TokenAuth inference_auth;
+  ControlService control;  // before `inference`, which serves Triton's repository calls through it
   InferenceService inference;
-  ControlService control;
   InferenceEngine* const engine;
   std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
 };

@@ -35,7 +35,9 @@ InferTask::~InferTask() {
 void InferTask::Complete(absl::Status status) {
   completed_ = true;
   metrics_->AddInFlight(-1);
-  request_metrics_->RecordRequest(status.code(), absl::ToDoubleSeconds(absl::Now() - received_at_));
+  const absl::Duration total = absl::Now() - received_at_;
+  request_metrics_->RecordRequest(status.code(), absl::ToDoubleSeconds(total));
+  metrics_->stats().RecordRequest(status.ok(), total);
   if (!status.ok()) {
     response_->clear_outputs();
     response_->clear_raw_output_contents();
@@ -148,9 +150,11 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
   } catch (const std::exception& e) {
     status = absl::InternalError(absl::StrCat("assembling the batch failed: ", e.what()));
   }
+  const absl::Time assembled = absl::Now();
 
   absl::StatusOr<std::vector<at::Tensor>> outputs =
       status.ok() ? model.Forward(inputs) : absl::StatusOr<std::vector<at::Tensor>>(status);
+  const absl::Time forwarded = absl::Now();
   status = outputs.status();
   if (status.ok()) metrics.RecordPeakBytes(instance, static_cast<double>(model.last_peak_bytes()));
   if (status.ok() && spec.batched()) {
@@ -182,7 +186,9 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
       for (InferTask* t : tasks) RunGroup(model, instance, metrics, {t});
       return;
     }
-    metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(absl::Now() - start));
+    const absl::Time end = absl::Now();
+    metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(end - start));
+    metrics.stats().RecordExecution(rows, 1, {assembled - start, forwarded - assembled, end - forwarded}, end);
     tasks[0]->Complete(status);
     return;
   }
@@ -203,7 +209,10 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
     offset += t->rows();
     results.push_back(std::move(s));
   }
-  metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(absl::Now() - start));
+  const absl::Time end = absl::Now();
+  metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(end - start));
+  metrics.stats().RecordExecution(rows, static_cast<int64_t>(tasks.size()),
+                                  {assembled - start, forwarded - assembled, end - forwarded}, end);
   for (size_t i = 0; i < tasks.size(); ++i) tasks[i]->Complete(std::move(results[i]));
 }
 
@@ -218,6 +227,7 @@ void RunInferBatch(Model& model, int instance, ModelMetrics& metrics, Batcher::B
   for (auto& task : batch) {
     auto* t = static_cast<InferTask*>(task.get());
     t->request_metrics().RecordQueue(absl::ToDoubleSeconds(start - t->received_at()));
+    metrics.stats().RecordQueue(start - t->received_at());
   }
   if (!spec.batched()) {
     for (auto& task : batch) RunGroup(model, instance, metrics, {static_cast<InferTask*>(task.get())});

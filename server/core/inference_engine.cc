@@ -5,6 +5,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/core/triton_config.h"
 
 namespace dytserve {
 namespace {
@@ -263,6 +264,114 @@ inference::ServerMetadataResponse InferenceEngine::ServerMetadata() const {
   inference::ServerMetadataResponse out;
   out.set_name(options_.server_name);
   out.set_version(options_.server_version);
+  // Exactly what is served: the v2 protocol's own and Triton's extensions
+  // that dytserve implements.
+  for (const char* extension : {"model_configuration", "statistics", "model_repository"}) out.add_extensions(extension);
+  return out;
+}
+
+absl::StatusOr<inference::ModelConfigResponse> InferenceEngine::ModelConfig(absl::string_view name,
+                                                                            absl::string_view version) const {
+  std::shared_ptr<const CompiledExperiment> experiment = router_.Find(name);
+  if (experiment != nullptr && !version.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment; it has no versions"));
+  }
+  if (experiment != nullptr && !experiment->broken.ok()) return experiment->broken;
+  absl::StatusOr<std::shared_ptr<ModelVersion>> served =
+      experiment != nullptr ? experiment->serving.front().model : repository_->Find(name, version);
+  if (!served.ok()) return served.status();
+  inference::ModelConfigResponse out;
+  *out.mutable_config() = ToTritonModelConfig((*served)->spec(), (*served)->format(), (*served)->device());
+  if (experiment != nullptr) out.mutable_config()->set_name(std::string(name));
+  return out;
+}
+
+namespace {
+
+void Fill(const DurationSum& from, inference::StatisticDuration* to) {
+  to->set_count(from.count);
+  to->set_ns(from.ns);
+}
+
+void FillStatistics(const ModelVersion& model, inference::ModelStatistics* out) {
+  const ModelStats::Snapshot s = model.metrics()->stats().Read();
+  out->set_name(model.spec().name);
+  out->set_version(model.version_string());
+  out->set_last_inference(s.execution_count == 0 ? 0 : static_cast<uint64_t>(absl::ToUnixMillis(s.last_inference)));
+  out->set_inference_count(s.inference_count);
+  out->set_execution_count(s.execution_count);
+  inference::InferStatistics* infer = out->mutable_inference_stats();
+  Fill(s.success, infer->mutable_success());
+  Fill(s.fail, infer->mutable_fail());
+  Fill(s.queue, infer->mutable_queue());
+  Fill(s.compute_input, infer->mutable_compute_input());
+  Fill(s.compute_infer, infer->mutable_compute_infer());
+  Fill(s.compute_output, infer->mutable_compute_output());
+  infer->mutable_cache_hit();
+  infer->mutable_cache_miss();
+  for (const auto& [rows, batch] : s.batches) {
+    inference::InferBatchStatistics* b = out->add_batch_stats();
+    b->set_batch_size(static_cast<uint64_t>(rows));
+    Fill(batch.input, b->mutable_compute_input());
+    Fill(batch.infer, b->mutable_compute_infer());
+    Fill(batch.output, b->mutable_compute_output());
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<inference::ModelStatisticsResponse> InferenceEngine::ModelStatistics(absl::string_view name,
+                                                                                    absl::string_view version) const {
+  inference::ModelStatisticsResponse out;
+  if (name.empty()) {
+    if (!version.empty()) return absl::InvalidArgumentError("a version was given without a model name");
+    for (const std::string& model : repository_->ModelNames()) {
+      for (int64_t v : repository_->Versions(model)) {
+        absl::StatusOr<std::shared_ptr<ModelVersion>> served = repository_->Find(model, std::to_string(v));
+        if (served.ok()) FillStatistics(**served, out.add_model_stats());  // else unloaded meanwhile
+      }
+    }
+    return out;
+  }
+  if (!version.empty()) {
+    absl::StatusOr<std::shared_ptr<ModelVersion>> served = repository_->Find(name, version);
+    if (!served.ok()) return served.status();
+    FillStatistics(**served, out.add_model_stats());
+    return out;
+  }
+  const std::vector<int64_t> versions = repository_->Versions(name);
+  if (versions.empty()) {
+    if (router_.Find(name) != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", name, "' is an experiment: ask for its arms' models (per-arm figures are in /metrics)"));
+    }
+    return repository_->Find(name, "").status();
+  }
+  for (int64_t v : versions) {
+    absl::StatusOr<std::shared_ptr<ModelVersion>> served = repository_->Find(name, std::to_string(v));
+    if (served.ok()) FillStatistics(**served, out.add_model_stats());
+  }
+  return out;
+}
+
+inference::RepositoryIndexResponse InferenceEngine::RepositoryIndex(bool ready_only) const {
+  inference::RepositoryIndexResponse out;
+  for (const ModelRepository::IndexEntry& e : repository_->Index()) {
+    if (e.versions.empty()) {
+      if (ready_only) continue;
+      inference::RepositoryIndexResponse::ModelIndex* m = out.add_models();
+      m->set_name(e.name);
+      m->set_state(e.state);
+      m->set_reason(e.reason);
+      continue;
+    }
+    for (int64_t v : e.versions) {
+      inference::RepositoryIndexResponse::ModelIndex* m = out.add_models();
+      m->set_name(e.name);
+      m->set_version(std::to_string(v));
+      m->set_state("READY");
+    }
+  }
   return out;
 }
 

@@ -67,6 +67,15 @@ class InferenceEngine {
   inference::ServerMetadataResponse ServerMetadata() const;
   absl::StatusOr<inference::ModelMetadataResponse> ModelMetadata(absl::string_view name,
                                                                  absl::string_view version) const;
+  // Triton's extensions. An experiment's config is its first serving arm's,
+  // under the experiment's name. Statistics: an empty name lists every
+  // model, an empty version every served version of the model.
+  absl::StatusOr<inference::ModelConfigResponse> ModelConfig(absl::string_view name, absl::string_view version) const;
+  absl::StatusOr<inference::ModelStatisticsResponse> ModelStatistics(absl::string_view name,
+                                                                     absl::string_view version) const;
+  // Triton's repository index: one entry per served version, and one for
+  // each model that serves none (with its reason). `ready_only`: served only.
+  inference::RepositoryIndexResponse RepositoryIndex(bool ready_only) const;
 
   const ModelRepository& repository() const { return *repository_; }
   ModelRepository& repository() { return *repository_; }

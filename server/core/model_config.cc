@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/core/text_proto.h"
+#include "server/core/triton_config.h"
 
 namespace dytserve {
 namespace {
@@ -149,8 +150,16 @@ const TensorSpec* ModelSpec::FindOutput(absl::string_view name) const {
 
 absl::StatusOr<v1::ModelConfig> ParseModelConfig(absl::string_view text, absl::string_view source) {
   v1::ModelConfig config;
-  if (absl::Status s = ParseTextProto(text, source, &config); !s.ok()) return s;
-  return config;
+  absl::Status own = ParseTextProto(text, source, &config);
+  if (own.ok()) return config;
+  // Not dytserve's own schema: perhaps Triton's (a repository written for
+  // Triton's PyTorch backend). Its error, which names every field dytserve
+  // does not serve, is the useful one when the text is Triton's; when it is
+  // neither, both are.
+  absl::StatusOr<v1::ModelConfig> triton = ParseTritonModelConfig(text, source);
+  if (triton.ok()) return triton;
+  return absl::InvalidArgumentError(absl::StrCat(own.message(), " (as dytserve's config); and as Triton's: ",
+                                                 triton.status().message()));
 }
 
 absl::StatusOr<ModelSpec> BuildModelSpec(v1::ModelConfig config, absl::string_view dir_name) {

@@ -17,6 +17,12 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const TokenAu
   return reactor;
 }
 
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 absl::Status Store(absl::StatusOr<v1::Experiment> result, v1::Experiment* resp) {
   if (!result.ok()) return result.status();
   *resp = *std::move(result);
@@ -80,13 +86,30 @@ ControlService::~ControlService() {
 grpc::ServerUnaryReactor* ControlService::Background(grpc::CallbackServerContext* ctx,
                                                      std::function<absl::Status()> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  if (absl::Status s = admin_->Check(*ctx); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
   absl::MutexLock lock(&threads_mu_);
   threads_.emplace_back([reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
   return reactor;
+}
+
+grpc::ServerUnaryReactor* ControlService::Load(grpc::CallbackServerContext* ctx, std::string name,
+                                               v1::LoadModelResponse* resp) {
+  return Background(ctx, [this, name = std::move(name), resp] {
+    absl::StatusOr<std::vector<int64_t>> versions = engine_->LoadModel(name, drain_timeout_);
+    if (!versions.ok()) return versions.status();
+    if (resp != nullptr) {
+      for (int64_t v : *versions) resp->add_versions(v);
+    }
+    if (on_models_changed_) on_models_changed_();
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ControlService::Unload(grpc::CallbackServerContext* ctx, std::string name) {
+  return Background(ctx, [this, name = std::move(name)] {
+    absl::Status s = engine_->UnloadModel(name, drain_timeout_);
+    if (s.ok() && on_models_changed_) on_models_changed_();
+    return s;
+  });
 }
 
 grpc::ServerUnaryReactor* ControlService::RepositoryIndex(grpc::CallbackServerContext* ctx,
@@ -106,22 +129,14 @@ grpc::ServerUnaryReactor* ControlService::RepositoryIndex(grpc::CallbackServerCo
 
 grpc::ServerUnaryReactor* ControlService::LoadModel(grpc::CallbackServerContext* ctx, const v1::LoadModelRequest* req,
                                                     v1::LoadModelResponse* resp) {
-  return Background(ctx, [this, name = req->name(), resp] {
-    absl::StatusOr<std::vector<int64_t>> versions = engine_->LoadModel(name, drain_timeout_);
-    if (!versions.ok()) return versions.status();
-    for (int64_t v : *versions) resp->add_versions(v);
-    if (on_models_changed_) on_models_changed_();
-    return absl::OkStatus();
-  });
+  if (absl::Status s = admin_->Check(*ctx); !s.ok()) return Refuse(ctx, s);
+  return Load(ctx, req->name(), resp);
 }
 
 grpc::ServerUnaryReactor* ControlService::UnloadModel(grpc::CallbackServerContext* ctx,
                                                       const v1::UnloadModelRequest* req, v1::UnloadModelResponse*) {
-  return Background(ctx, [this, name = req->name()] {
-    absl::Status s = engine_->UnloadModel(name, drain_timeout_);
-    if (s.ok() && on_models_changed_) on_models_changed_();
-    return s;
-  });
+  if (absl::Status s = admin_->Check(*ctx); !s.ok()) return Refuse(ctx, s);
+  return Unload(ctx, req->name());
 }
 
 }  // namespace dytserve

@@ -52,8 +52,17 @@ class ControlService final : public v1::Control::CallbackService {
   grpc::ServerUnaryReactor* UnloadModel(grpc::CallbackServerContext* ctx, const v1::UnloadModelRequest* req,
                                         v1::UnloadModelResponse* resp) override;
 
+  // Shared with Triton's repository calls of inference.GRPCInferenceService.
+  absl::Status CheckAdmin(const grpc::ServerContextBase& ctx) const { return admin_->Check(ctx); }
+  // Loads or unloads `name` on a thread of its own (the admin check is the
+  // caller's) and finishes the call with the outcome; `versions`, when not
+  // null, receives the versions loaded before the call finishes.
+  grpc::ServerUnaryReactor* Load(grpc::CallbackServerContext* ctx, std::string name, v1::LoadModelResponse* versions);
+  grpc::ServerUnaryReactor* Unload(grpc::CallbackServerContext* ctx, std::string name);
+
  private:
-  // Runs `work` on a thread of its own, then finishes the call with its status.
+  // Runs `work` on a thread of its own, then finishes the call with its status
+  // (the admin check is the caller's).
   grpc::ServerUnaryReactor* Background(grpc::CallbackServerContext* ctx, std::function<absl::Status()> work);
 
   InferenceEngine* const engine_;

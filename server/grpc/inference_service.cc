@@ -1,9 +1,15 @@
 #include "server/grpc/inference_service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "server/grpc/status.h"
+#include "server/grpc/stream_infer.h"
 
 namespace dytserve {
 namespace {
@@ -20,6 +26,24 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
   // would overflow on it.
   if (deadline - std::chrono::system_clock::now() > std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
   return absl::FromChrono(deadline);
+}
+
+// Triton's repository calls name a repository; dytserve has one, unnamed.
+// Parameters (a config or files sent with the load) are not supported.
+absl::Status CheckRepositoryCall(const std::string& repository,
+                                 const google::protobuf::Map<std::string, inference::ModelRepositoryParameter>& params) {
+  if (!repository.empty()) {
+    return absl::NotFoundError(absl::StrCat("repository_name '", repository,
+                                            "': dytserve serves one repository; leave repository_name empty"));
+  }
+  if (!params.empty()) {
+    std::vector<std::string> names;
+    for (const auto& [name, value] : params) names.push_back(name);
+    std::sort(names.begin(), names.end());
+    return absl::InvalidArgumentError(absl::StrCat("parameters not supported: ", absl::StrJoin(names, ", "),
+                                                   " (dytserve loads configs and files from its repository only)"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -79,6 +103,58 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   absl::Status submitted = engine_->Submit(*req, resp, std::move(call));
   if (!submitted.ok()) reactor->Finish(ToGrpcStatus(submitted));  // the engine did not take the call
   return reactor;
+}
+
+grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+InferenceService::ModelStreamInfer(grpc::CallbackServerContext* ctx) {
+  return StartStreamInfer(ctx, engine_, auth_->Check(*ctx));
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelConfig(grpc::CallbackServerContext* ctx,
+                                                        const inference::ModelConfigRequest* req,
+                                                        inference::ModelConfigResponse* resp) {
+  if (absl::Status s = auth_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
+  absl::StatusOr<inference::ModelConfigResponse> config = engine_->ModelConfig(req->name(), req->version());
+  if (config.ok()) *resp = *std::move(config);
+  return FinishNow(ctx, config.status());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelStatistics(grpc::CallbackServerContext* ctx,
+                                                            const inference::ModelStatisticsRequest* req,
+                                                            inference::ModelStatisticsResponse* resp) {
+  if (absl::Status s = auth_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
+  absl::StatusOr<inference::ModelStatisticsResponse> stats = engine_->ModelStatistics(req->name(), req->version());
+  if (stats.ok()) *resp = *std::move(stats);
+  return FinishNow(ctx, stats.status());
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(grpc::CallbackServerContext* ctx,
+                                                            const inference::RepositoryIndexRequest* req,
+                                                            inference::RepositoryIndexResponse* resp) {
+  if (absl::Status s = control_->CheckAdmin(*ctx); !s.ok()) return FinishNow(ctx, s);
+  if (absl::Status s = CheckRepositoryCall(req->repository_name(), {}); !s.ok()) return FinishNow(ctx, s);
+  *resp = engine_->RepositoryIndex(req->ready());
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(grpc::CallbackServerContext* ctx,
+                                                                const inference::RepositoryModelLoadRequest* req,
+                                                                inference::RepositoryModelLoadResponse*) {
+  if (absl::Status s = control_->CheckAdmin(*ctx); !s.ok()) return FinishNow(ctx, s);
+  if (absl::Status s = CheckRepositoryCall(req->repository_name(), req->parameters()); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  return control_->Load(ctx, req->model_name(), nullptr);
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelUnload(grpc::CallbackServerContext* ctx,
+                                                                  const inference::RepositoryModelUnloadRequest* req,
+                                                                  inference::RepositoryModelUnloadResponse*) {
+  if (absl::Status s = control_->CheckAdmin(*ctx); !s.ok()) return FinishNow(ctx, s);
+  if (absl::Status s = CheckRepositoryCall(req->repository_name(), req->parameters()); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  return control_->Unload(ctx, req->model_name());
 }
 
 }  // namespace dytserve

@@ -16,6 +16,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics/model_stats.h"
 
 namespace dytserve {
 
@@ -61,6 +62,9 @@ class ModelMetrics {
   void AddQueueDepth(double delta) {
     if (recording_) queue_depth_->Increment(delta);
   }
+  // Kept whether or not Prometheus recording is on: an API reads them.
+  ModelStats& stats() { return stats_; }
+  const ModelStats& stats() const { return stats_; }
 
  private:
   friend class ServerMetrics;
@@ -74,6 +78,7 @@ class ModelMetrics {
   std::vector<prometheus::Gauge*> instance_peak_bytes_;
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
+  ModelStats stats_;
 };
 
 // Handles of one shadow arm: its own outcomes and latency (kept apart from
