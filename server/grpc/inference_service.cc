@@ -36,10 +36,17 @@ absl::Status CheckRepositoryCall(const std::string& repository,
     return absl::NotFoundError(absl::StrCat("repository_name '", repository,
                                             "': dytserve serves one repository; leave repository_name empty"));
   }
-  if (!params.empty()) {
-    std::vector<std::string> names;
-    for (const auto& [name, value] : params) names.push_back(name);
-    std::sort(names.begin(), names.end());
+  std::vector<std::string> names;
+  for (const auto& [name, value] : params) {
+    // Triton's client always sends it; dytserve has no ensembles, so a model
+    // has no dependents to unload either way.
+    if (name == "unload_dependents" && value.parameter_choice_case() == inference::ModelRepositoryParameter::kBoolParam) {
+      continue;
+    }
+    names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  if (!names.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("parameters not supported: ", absl::StrJoin(names, ", "),
                                                    " (dytserve loads configs and files from its repository only)"));
   }

@@ -130,5 +130,65 @@ INSTANTIATE_TEST_SUITE_P(
                   "version_policy.latest.num_versions"}),
     [](const auto& info) { return std::string(info.param.label); });
 
+// A Triton config for a PyTorch model reads as the dytserve config it means.
+TEST(TritonConfig, ReadsAsTheDytserveConfigItMeans) {
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfig(R"pb(
+    name: "m"
+    backend: "pytorch"
+    max_batch_size: 4
+    input [ { name: "INPUT__0" data_type: TYPE_INT64 dims: [ -1 ] } ]
+    output [ { name: "OUTPUT__0" data_type: TYPE_FP16 dims: [ -1, 8 ] } ]
+    dynamic_batching {
+      preferred_batch_size: [ 2, 4 ]
+      max_queue_delay_microseconds: 300
+      default_queue_policy { max_queue_size: 9 default_timeout_microseconds: 5000 }
+    }
+    instance_group [ { count: 3 kind: KIND_GPU gpus: [ 1 ] } ]
+    version_policy { specific { versions: [ 2, 5 ] } }
+    parameters { key: "note" value { string_value: "hello" } }
+  )pb", "m/config.pbtxt");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->platform(), "");  // backend pytorch: the format comes from the file
+  EXPECT_EQ(config->input(0).data_type(), v1::TYPE_INT64);
+  EXPECT_EQ(config->output(0).data_type(), v1::TYPE_FP16);
+  EXPECT_EQ(config->dynamic_batching().max_queue_delay_us(), 300u);
+  EXPECT_EQ(config->dynamic_batching().preferred_batch_sizes_size(), 2);
+  EXPECT_EQ(config->dynamic_batching().max_queue_size(), 9u);
+  EXPECT_EQ(config->dynamic_batching().default_timeout_us(), 5000u);
+  EXPECT_EQ(config->instance_group().count(), 3u);
+  EXPECT_EQ(config->instance_group().device(), "cuda:1");
+  EXPECT_EQ(config->version_policy().specific().versions_size(), 2);
+  EXPECT_EQ(config->parameters().at("note"), "hello");
+  EXPECT_TRUE(BuildModelSpec(*config, "m").ok());
+}
+
+TEST(TritonConfig, WhatCannotBeServedIsNamedAllAtOnce) {
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfig(R"pb(
+    platform: "onnxruntime_onnx"
+    max_batch_size: 4
+    input [ { name: "a" data_type: TYPE_STRING dims: [ 1 ] format: FORMAT_NCHW } ]
+    output [ { name: "b" data_type: TYPE_UINT32 dims: [ 1 ] } ]
+    instance_group [ { kind: KIND_GPU gpus: [ 0, 1 ] }, { kind: KIND_CPU } ]
+    dynamic_batching { preserve_ordering: true default_queue_policy { timeout_action: DELAY } }
+    response_cache { enable: true }
+  )pb", "m/config.pbtxt");
+  ASSERT_FALSE(config.ok());
+  const std::string message(config.status().message());
+  for (const char* named : {"m/config.pbtxt", "input[0].format", "dynamic_batching.preserve_ordering",
+                            "dynamic_batching.default_queue_policy.timeout_action", "response_cache",
+                            "platform: \"onnxruntime_onnx\"", "input[0].data_type: TYPE_STRING",
+                            "output[0].data_type: TYPE_UINT32", "instance_group: 2 groups"}) {
+    EXPECT_NE(message.find(named), std::string::npos) << named << " not in: " << message;
+  }
+}
+
+TEST(TritonConfig, ATypoIsReportedAgainstBothSchemas) {
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfig(absl::StrCat(kGood, "max_batch_sise: 3\n"), "m/config.pbtxt");
+  ASSERT_FALSE(config.ok());
+  const std::string message(config.status().message());
+  EXPECT_NE(message.find("max_batch_sise"), std::string::npos) << message;
+  EXPECT_NE(message.find("as dytserve's config"), std::string::npos) << message;
+}
+
 }  // namespace
 }  // namespace dytserve
