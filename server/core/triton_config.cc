@@ -1,5 +1,6 @@
 #include "server/core/triton_config.h"
 
+#include <algorithm>
 #include <set>
 #include <vector>
 

@@ -91,12 +91,25 @@ input { name: "f64" data_type: TYPE_FP64 dims: [2] }
 output { name: "out" data_type: TYPE_FP32 dims: [1] }
 )pb";
 
+// Triton's schema for a PyTorch model (read by triton_config.cc).
+constexpr char kTritonConfig[] = R"pb(
+name: "triton"
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 3, -1 ] } ]
+output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 10 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 100 default_queue_policy { max_queue_size: 4 } }
+instance_group [ { count: 2, kind: KIND_CPU } ]
+parameters: { key: "k" value: { string_value: "v" } }
+)pb";
+
 struct NamedConfig {
   const char* name;
   const char* text;
 };
 constexpr NamedConfig kConfigs[] = {
-    {"vit", kVitConfig}, {"llama", kLlamaConfig}, {"unbatched", kUnbatchedConfig}, {"every_type", kEveryTypeConfig}};
+    {"vit", kVitConfig}, {"llama", kLlamaConfig}, {"unbatched", kUnbatchedConfig}, {"every_type", kEveryTypeConfig},
+    {"triton", kTritonConfig}};
 
 [[noreturn]] void Fail(const std::string& what) {
   std::fprintf(stderr, "request_fuzzer: contract violated: %s\n", what.c_str());
