@@ -270,19 +270,29 @@ inference::ServerMetadataResponse InferenceEngine::ServerMetadata() const {
   return out;
 }
 
-absl::StatusOr<inference::ModelConfigResponse> InferenceEngine::ModelConfig(absl::string_view name,
-                                                                            absl::string_view version) const {
-  std::shared_ptr<const CompiledExperiment> experiment = router_.Find(name);
-  if (experiment != nullptr && !version.empty()) {
+absl::StatusOr<std::shared_ptr<ModelVersion>> InferenceEngine::Describing(absl::string_view name,
+                                                                          absl::string_view version,
+                                                                          bool* experiment) const {
+  // An experiment looks like a model whose inputs and outputs are its first
+  // serving arm's (all arms take the same inputs); it has no versions.
+  std::shared_ptr<const CompiledExperiment> compiled = router_.Find(name);
+  *experiment = compiled != nullptr;
+  if (compiled == nullptr) return repository_->Find(name, version);
+  if (!version.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment; it has no versions"));
   }
-  if (experiment != nullptr && !experiment->broken.ok()) return experiment->broken;
-  absl::StatusOr<std::shared_ptr<ModelVersion>> served =
-      experiment != nullptr ? experiment->serving.front().model : repository_->Find(name, version);
+  if (!compiled->broken.ok()) return compiled->broken;
+  return compiled->serving.front().model;
+}
+
+absl::StatusOr<inference::ModelConfigResponse> InferenceEngine::ModelConfig(absl::string_view name,
+                                                                            absl::string_view version) const {
+  bool experiment = false;
+  absl::StatusOr<std::shared_ptr<ModelVersion>> served = Describing(name, version, &experiment);
   if (!served.ok()) return served.status();
   inference::ModelConfigResponse out;
   *out.mutable_config() = ToTritonModelConfig((*served)->spec(), (*served)->format(), (*served)->device());
-  if (experiment != nullptr) out.mutable_config()->set_name(std::string(name));
+  if (experiment) out.mutable_config()->set_name(std::string(name));
   return out;
 }
 
@@ -377,24 +387,17 @@ inference::RepositoryIndexResponse InferenceEngine::RepositoryIndex(bool ready_o
 
 absl::StatusOr<inference::ModelMetadataResponse> InferenceEngine::ModelMetadata(absl::string_view name,
                                                                                 absl::string_view version) const {
-  // An experiment looks like a model whose inputs and outputs are its first
-  // serving arm's (all arms take the same inputs); it has no versions.
-  std::shared_ptr<const CompiledExperiment> experiment = router_.Find(name);
-  if (experiment != nullptr && !version.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("'", name, "' is an experiment; it has no versions"));
-  }
-  if (experiment != nullptr && !experiment->broken.ok()) return experiment->broken;
-  absl::StatusOr<std::shared_ptr<ModelVersion>> served =
-      experiment != nullptr ? experiment->serving.front().model : repository_->Find(name, version);
+  bool experiment = false;
+  absl::StatusOr<std::shared_ptr<ModelVersion>> served = Describing(name, version, &experiment);
   if (!served.ok()) return served.status();
   const ModelSpec& spec = (*served)->spec();
   inference::ModelMetadataResponse out;
-  out.set_name(experiment != nullptr ? std::string(name) : spec.name);
+  out.set_name(experiment ? std::string(name) : spec.name);
   // Triton's platform names: TorchScript is "pytorch_libtorch".
-  out.set_platform(experiment != nullptr                                    ? "dytserve_experiment"
+  out.set_platform(experiment ? "dytserve_experiment"
                    : (*served)->format() == ModelFormat::kAotInductor ? "torch_aoti"
                                                                             : "pytorch_libtorch");
-  if (experiment == nullptr) {
+  if (!experiment) {
     for (int64_t v : repository_->Versions(name)) out.add_versions(std::to_string(v));
   }
   auto fill = [&spec](const TensorSpec& t, inference::ModelMetadataResponse::TensorMetadata* m) {

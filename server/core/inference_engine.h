@@ -91,6 +91,10 @@ class InferenceEngine {
                                                        const inference::ModelInferRequest& request,
                                                        inference::ModelInferResponse* response, InferCall call,
                                                        absl::Time received);
+  // The version whose spec describes `name` (metadata, config): the model's,
+  // or an experiment's first serving arm's; `experiment` says which.
+  absl::StatusOr<std::shared_ptr<ModelVersion>> Describing(absl::string_view name, absl::string_view version,
+                                                           bool* experiment) const;
   absl::Status Schedule(ModelVersion& model, RequestMetrics& metrics, std::unique_ptr<BatchTask> task,
                         absl::Time received);
   absl::Status SubmitToExperiment(const CompiledExperiment& experiment, const inference::ModelInferRequest& request,

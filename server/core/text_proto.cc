@@ -36,33 +36,30 @@ class CollectFirstError : public google::protobuf::io::ErrorCollector {
   std::vector<std::string> warnings_;
 };
 
-}  // namespace
-
-absl::Status ParseTextProto(absl::string_view text, absl::string_view source, google::protobuf::Message* out) {
+// Parses with unknown fields allowed or not; `unknown` (may be null) gets
+// the ones skipped.
+absl::Status Parse(absl::string_view text, absl::string_view source, google::protobuf::Message* out,
+                   std::vector<std::string>* unknown) {
   google::protobuf::TextFormat::Parser parser;
+  parser.AllowUnknownField(unknown != nullptr);
   CollectFirstError errors;
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(std::string(text), out)) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", errors.first()));
   }
+  if (unknown != nullptr) *unknown = errors.warnings();
   return absl::OkStatus();
 }
 
-}  // namespace dytserve
+}  // namespace
 
-namespace dytserve {
+absl::Status ParseTextProto(absl::string_view text, absl::string_view source, google::protobuf::Message* out) {
+  return Parse(text, source, out, nullptr);
+}
 
 absl::Status ParseTextProtoListingUnknown(absl::string_view text, absl::string_view source,
                                           google::protobuf::Message* out, std::vector<std::string>* unknown) {
-  google::protobuf::TextFormat::Parser parser;
-  parser.AllowUnknownField(true);
-  CollectFirstError errors;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(std::string(text), out)) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", errors.first()));
-  }
-  *unknown = errors.warnings();
-  return absl::OkStatus();
+  return Parse(text, source, out, unknown);
 }
 
 }  // namespace dytserve
