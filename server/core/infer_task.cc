@@ -187,8 +187,7 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
       return;
     }
     const absl::Time end = absl::Now();
-    metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(end - start));
-    metrics.stats().RecordExecution(rows, 1, {assembled - start, forwarded - assembled, end - forwarded}, end);
+    metrics.RecordBatch(instance, rows, 1, {assembled - start, forwarded - assembled, end - forwarded}, end);
     tasks[0]->Complete(status);
     return;
   }
@@ -210,9 +209,8 @@ void RunGroup(Model& model, int instance, ModelMetrics& metrics, const std::vect
     results.push_back(std::move(s));
   }
   const absl::Time end = absl::Now();
-  metrics.RecordBatch(instance, rows, absl::ToDoubleSeconds(end - start));
-  metrics.stats().RecordExecution(rows, static_cast<int64_t>(tasks.size()),
-                                  {assembled - start, forwarded - assembled, end - forwarded}, end);
+  metrics.RecordBatch(instance, rows, static_cast<int64_t>(tasks.size()),
+                      {assembled - start, forwarded - assembled, end - forwarded}, end);
   for (size_t i = 0; i < tasks.size(); ++i) tasks[i]->Complete(std::move(results[i]));
 }
 

@@ -17,12 +17,6 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const TokenAu
   return reactor;
 }
 
-grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 absl::Status Store(absl::StatusOr<v1::Experiment> result, v1::Experiment* resp) {
   if (!result.ok()) return result.status();
   *resp = *std::move(result);
@@ -129,13 +123,13 @@ grpc::ServerUnaryReactor* ControlService::RepositoryIndex(grpc::CallbackServerCo
 
 grpc::ServerUnaryReactor* ControlService::LoadModel(grpc::CallbackServerContext* ctx, const v1::LoadModelRequest* req,
                                                     v1::LoadModelResponse* resp) {
-  if (absl::Status s = admin_->Check(*ctx); !s.ok()) return Refuse(ctx, s);
+  if (absl::Status s = admin_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
   return Load(ctx, req->name(), resp);
 }
 
 grpc::ServerUnaryReactor* ControlService::UnloadModel(grpc::CallbackServerContext* ctx,
                                                       const v1::UnloadModelRequest* req, v1::UnloadModelResponse*) {
-  if (absl::Status s = admin_->Check(*ctx); !s.ok()) return Refuse(ctx, s);
+  if (absl::Status s = admin_->Check(*ctx); !s.ok()) return FinishNow(ctx, s);
   return Unload(ctx, req->name());
 }
 

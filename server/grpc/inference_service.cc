@@ -1,7 +1,6 @@
 #include "server/grpc/inference_service.h"
 
 #include <algorithm>
-#include <chrono>
 #include <string>
 #include <vector>
 
@@ -13,20 +12,6 @@
 
 namespace dytserve {
 namespace {
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
-absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
-  const auto deadline = ctx.deadline();
-  // gRPC spells "no deadline" as a time point centuries ahead; absl::FromChrono
-  // would overflow on it.
-  if (deadline - std::chrono::system_clock::now() > std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
-}
 
 // Triton's repository calls name a repository; dytserve has one, unnamed.
 // Parameters (a config or files sent with the load) are not supported.

@@ -1,6 +1,5 @@
 #include "server/grpc/stream_infer.h"
 
-#include <chrono>
 #include <deque>
 #include <memory>
 #include <string>
@@ -14,12 +13,6 @@ namespace dytserve {
 namespace {
 
 using Reactor = grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>;
-
-absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
-  const auto deadline = ctx.deadline();
-  if (deadline - std::chrono::system_clock::now() > std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
-}
 
 class StreamInfer final : public Reactor {
  public:

@@ -40,8 +40,11 @@ void ShadowMetrics::RecordMismatch(int output) {
   if (recording_ && output >= 0) mismatches_[output]->Increment();
 }
 
-void ModelMetrics::RecordBatch(int instance, int64_t rows, double compute_seconds) {
+void ModelMetrics::RecordBatch(int instance, int64_t rows, int64_t requests, const ComputeTimes& times,
+                               absl::Time finished) {
+  stats_.RecordExecution(rows, requests, times, finished);
   if (!recording_) return;
+  const double compute_seconds = absl::ToDoubleSeconds(times.input + times.infer + times.output);
   if (instance >= 0 && static_cast<size_t>(instance) < instance_executions_.size()) {
     instance_executions_[instance]->Increment();
   }

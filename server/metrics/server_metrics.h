@@ -53,7 +53,9 @@ class ModelMetrics {
   bool recording() const { return recording_; }
   // The series of calls that name this model directly (no experiment).
   const std::shared_ptr<RequestMetrics>& direct() const { return direct_; }
-  void RecordBatch(int instance, int64_t rows, double compute_seconds);
+  // One forward pass of `rows` rows for `requests` requests, finished at
+  // `finished`: the Prometheus series (when recording) and the statistics.
+  void RecordBatch(int instance, int64_t rows, int64_t requests, const ComputeTimes& times, absl::Time finished);
   // Keeps the largest batch's memory seen so far for this instance.
   void RecordPeakBytes(int instance, double bytes);
   void AddInFlight(double delta) {
