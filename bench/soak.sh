@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' INT TERM
 
-"$BUILD_DIR/server/dytserve-server" --model_repository="$REPO" --host=127.0.0.1 --grpc_port=0 --metrics_port=0 \
+"$BUILD_DIR/server/dytserve-server" --model_repository="$REPO" --host=127.0.0.1 --grpc_port=0 --metrics_port=0 --http_port=0 \
   "${server_flags[@]}" >"$TMP/listening" 2>"$TMP/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 600); do grep -q listening "$TMP/listening" && break; sleep 0.2; done

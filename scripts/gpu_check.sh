@@ -77,7 +77,7 @@ if [[ -n $missing ]]; then
 fi
 mkdir -p "$WORK/empty_repository"
 "$KIT/bin/dytserve-server" --model_repository="$WORK/empty_repository" --host=127.0.0.1 --grpc_port=0 \
-  --metrics_port=0 >"$WORK/server_start.out" 2>"$WORK/server_start.log" &
+  --metrics_port=0 --http_port=0 >"$WORK/server_start.out" 2>"$WORK/server_start.log" &
 server=$!
 for _ in $(seq 1 100); do
   grep -q "dytserve listening" "$WORK/server_start.out" 2>/dev/null && break

@@ -13,4 +13,4 @@ bash scripts/build.sh dytserve-server dytserve-cli >&2  # stdout is the server's
 BUILD_DIR=${BUILD_DIR:-build}
 "${DYTSERVE_VENV:-.venv}/bin/python" models/export_repository.py --out "$BUILD_DIR/repository" >&2
 exec "$BUILD_DIR/server/dytserve-server" --model_repository="$BUILD_DIR/repository" \
-  --grpc_port="${GRPC_PORT:-8001}" --metrics_port="${METRICS_PORT:-8002}" "$@"
+  --grpc_port="${GRPC_PORT:-8001}" --metrics_port="${METRICS_PORT:-8002}" --http_port="${HTTP_PORT:-8000}" "$@"

@@ -14,6 +14,9 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git curl openssl
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # The v2 HTTP/REST endpoint and /metrics: GNU libmicrohttpd (event-driven,
+  # so slow clients hold no thread) and nlohmann/json.
+  libmicrohttpd-dev nlohmann-json3-dev
   # The virtual environment, made from Debian's interpreter (the python3 first
   # on PATH may be another one); python3-dev for AOTInductor's compile step.
   python3 python3-venv python3-dev

@@ -45,6 +45,8 @@
 #include "server/grpc/inference_service.h"
 #include "server/metrics/cpu_cache_collector.h"
 #include "server/metrics/device_memory_collector.h"
+#include "server/http/http_server.h"
+#include "server/http/rest_service.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/metrics/process_collector.h"
 #include "server/metrics/server_metrics.h"
@@ -55,6 +57,7 @@ ABSL_FLAG(std::string, model_repository, "",
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC and metrics ports bind to (127.0.0.1, [::1], 0.0.0.0)");
 ABSL_FLAG(int, grpc_port, 8001, "gRPC port; 0 lets the OS choose");
 ABSL_FLAG(int, metrics_port, 8002, "Prometheus /metrics port; 0 lets the OS choose");
+ABSL_FLAG(int, http_port, 8000, "v2 HTTP/REST port; 0 lets the OS choose; -1 serves no REST");
 ABSL_FLAG(bool, strict_readiness, true, "Report the server ready only when every model in the repository loaded");
 ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC request or response, in MiB");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads for the whole process; 0 keeps LibTorch's default");
@@ -111,9 +114,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& flag, const std::string&
   return text.str();
 }
 
+// The TLS files' contents; all empty when TLS is off.
+struct TlsPems {
+  std::string cert, key, client_ca;
+};
+
 // Insecure unless both TLS files are given; one without the other is an
-// error, and so is a client CA without TLS.
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
+// error, and so is a client CA without TLS. `pems` gets the files' contents
+// (the REST endpoint serves HTTPS with them).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(TlsPems* pems) {
   const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key);
   const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   if (cert.empty() && key.empty()) {
@@ -127,10 +136,13 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials() {
   if (!key_pem.ok()) return key_pem.status();
   grpc::SslServerCredentialsOptions options;
   options.pem_key_cert_pairs.push_back({*key_pem, *cert_pem});
+  pems->cert = *cert_pem;
+  pems->key = *key_pem;
   if (!client_ca.empty()) {
     absl::StatusOr<std::string> ca_pem = ReadFile("--tls_client_ca", client_ca);
     if (!ca_pem.ok()) return ca_pem.status();
     options.pem_root_certs = *ca_pem;
+    pems->client_ca = *ca_pem;
     options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(options);
@@ -158,6 +170,8 @@ struct ServerOptions {
   std::string host;
   int grpc_port = 0;
   int metrics_port = 0;
+  int http_port = -1;  // -1: no REST
+  TlsPems tls;
   int max_message_bytes = 0;
   int intra_op_threads = 0;
   MetricsOptions metrics;
@@ -182,6 +196,10 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   for (auto [name, port] : {std::pair{"--grpc_port", o.grpc_port}, std::pair{"--metrics_port", o.metrics_port}}) {
     if (port < 0 || port > 65535) return absl::InvalidArgumentError(absl::StrCat(name, "=", port, " is not a port (0-65535)"));
   }
+  o.http_port = absl::GetFlag(FLAGS_http_port);
+  if (o.http_port < -1 || o.http_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--http_port=", o.http_port, " is not a port (0-65535, or -1 for none)"));
+  }
   const int max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   if (max_message_mb < 1 || max_message_mb > 2047) {
     return absl::InvalidArgumentError(absl::StrCat("--max_message_mb=", max_message_mb, " is outside 1..2047"));
@@ -204,7 +222,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
     }
   }
 
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = ServerCredentials();
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = ServerCredentials(&o.tls);
   if (!credentials.ok()) return credentials.status();
   o.credentials = *std::move(credentials);
 
@@ -307,8 +325,11 @@ struct Services {
   Services(const ServerOptions& o, Core& core)
       : admin_auth(o.admin_token, "dytserve.v1.Control", core.metrics.get()),
         inference_auth(o.inference_token, "inference.GRPCInferenceService", core.metrics.get()),
+        rest_admin_auth(o.admin_token, "v2 HTTP repository", core.metrics.get()),
+        rest_inference_auth(o.inference_token, "v2 HTTP", core.metrics.get()),
         control(core.engine.get(), &admin_auth, o.drain_timeout, [this] { UpdateHealth(); }),
         inference(core.engine.get(), &inference_auth, &control),
+        rest(core.engine.get(), &rest_inference_auth, &rest_admin_auth, o.drain_timeout, [this] { UpdateHealth(); }),
         engine(core.engine.get()) {}
 
   // Every model's and experiment's serving status, and the server's.
@@ -325,8 +346,11 @@ struct Services {
 
   const TokenAuth admin_auth;
   const TokenAuth inference_auth;
+  const TokenAuth rest_admin_auth;
+  const TokenAuth rest_inference_auth;
   ControlService control;  // before `inference`, which serves Triton's repository calls through it
   InferenceService inference;
+  RestService rest;
   InferenceEngine* const engine;
   std::atomic<grpc::HealthCheckServiceInterface*> health{nullptr};
 };
@@ -334,6 +358,7 @@ struct Services {
 // Step 4: listen (gRPC and /metrics), and say so on stdout, once.
 struct Listening {
   std::unique_ptr<MetricsHttpServer> metrics_server;
+  std::unique_ptr<HttpServer> http_server;  // null without REST
   std::unique_ptr<grpc::Server> grpc_server;
 };
 
@@ -371,8 +396,26 @@ absl::StatusOr<Listening> Serve(const ServerOptions& o, Core& core, Services& se
   services.health.store(l.grpc_server->GetHealthCheckService());
   services.UpdateHealth();
 
-  std::printf("dytserve listening grpc=%s metrics=%s\n", HostPort(o.host, bound_port).c_str(),
-              HostPort(o.host, l.metrics_server->port()).c_str());
+  std::string http;
+  if (o.http_port >= 0) {
+    HttpServer::Options http_options;
+    http_options.host = o.host;
+    http_options.port = o.http_port;
+    http_options.max_body_bytes = static_cast<size_t>(o.max_message_bytes);
+    http_options.threads = 4;
+    http_options.tls_cert = o.tls.cert;
+    http_options.tls_key = o.tls.key;
+    http_options.tls_client_ca = o.tls.client_ca;
+    RestService* rest = &services.rest;
+    absl::StatusOr<std::unique_ptr<HttpServer>> http_server = HttpServer::Start(
+        http_options, "--http_port", [rest](const HttpRequest& r, HttpRespond respond) { rest->Handle(r, std::move(respond)); });
+    if (!http_server.ok()) return http_server.status();
+    l.http_server = *std::move(http_server);
+    http = absl::StrCat(" http=", HostPort(o.host, l.http_server->port()));
+  }
+
+  std::printf("dytserve listening grpc=%s metrics=%s%s\n", HostPort(o.host, bound_port).c_str(),
+              HostPort(o.host, l.metrics_server->port()).c_str(), http.c_str());
   std::fflush(stdout);
   return l;
 }
@@ -413,6 +456,7 @@ void RunUntilSignalThenDrain(const ServerOptions& o, Core& core, Services& servi
   enforcer.join();
   engine.Shutdown();
   l.grpc_server->Wait();
+  l.http_server.reset();  // once every REST answer is out (the engine completed the rest)
   LogInfo("stopped");
 }
 
@@ -440,8 +484,9 @@ int main(int argc, char** argv) {
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
-      "Serves TorchScript and AOTInductor models over the Open Inference Protocol (gRPC) with Prometheus metrics.\n"
-      "  dytserve-server --model_repository=DIR [--grpc_port=N] [--metrics_port=N]");
+      "Serves TorchScript and AOTInductor models over the Open Inference Protocol (gRPC and HTTP/REST) with\n"
+      "Prometheus metrics.\n"
+      "  dytserve-server --model_repository=DIR [--grpc_port=N] [--http_port=N] [--metrics_port=N]");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::fprintf(stderr, "dytserve-server: unexpected argument '%s' (flags are --name=value)\n", rest[1]);

@@ -49,14 +49,20 @@ absl::Status TokenAuth::Check(const grpc::ServerContextBase& ctx) const {
   if (token_.empty()) return absl::OkStatus();
   const auto& metadata = ctx.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
+  if (it == metadata.end()) return CheckAuthorization(std::nullopt);
+  return CheckAuthorization(absl::string_view(it->second.data(), it->second.size()));
+}
+
+absl::Status TokenAuth::CheckAuthorization(std::optional<absl::string_view> authorization) const {
+  if (token_.empty()) return absl::OkStatus();
+  if (!authorization.has_value()) {
     unauthenticated_->Increment();
     return absl::UnauthenticatedError(absl::StrCat(service_, ": this call needs \"authorization: Bearer <token>\""));
   }
-  absl::string_view value(it->second.data(), it->second.size());
+  absl::string_view value = *authorization;
   if (!absl::ConsumePrefix(&value, "Bearer ")) {
     unauthenticated_->Increment();
-    return absl::UnauthenticatedError(absl::StrCat(service_, ": the authorization metadata is not a bearer token"));
+    return absl::UnauthenticatedError(absl::StrCat(service_, ": the authorization value is not \"Bearer <token>\""));
   }
   if (!ConstantTimeEquals(value, token_)) {
     denied_->Increment();

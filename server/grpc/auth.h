@@ -4,6 +4,7 @@
 #ifndef DYTSERVE_SERVER_GRPC_AUTH_H_
 #define DYTSERVE_SERVER_GRPC_AUTH_H_
 
+#include <optional>
 #include <string>
 
 #include <grpcpp/server_context.h>
@@ -31,6 +32,8 @@ class TokenAuth {
   // OK; UNAUTHENTICATED when no bearer token came; PERMISSION_DENIED when
   // the token is wrong.
   absl::Status Check(const grpc::ServerContextBase& ctx) const;
+  // The same on an authorization header's value (nullopt: absent), for HTTP.
+  absl::Status CheckAuthorization(std::optional<absl::string_view> authorization) const;
 
  private:
   const std::string token_;

@@ -1,21 +1,20 @@
-// A minimal HTTP/1.1 server for Prometheus scrapes: GET /metrics answers the
-// text exposition format of every registered collectable.
+// GET /metrics: the text exposition format of every registered collectable,
+// on the same HTTP library as the REST endpoint (server/http/http_server.h).
+// Event-driven, so connections that never finish their headers hold no
+// thread and a scrape is answered while they wait out their timeout.
 //
-// Why not prometheus-cpp's Exposer: its civetweb fails to start in a process
-// that also links LibTorch ("null context when constructing CivetServer"), and
-// it cannot bind port 0. Scrapes are rare and small, so one thread answering
-// one connection at a time is enough; a slow client is cut off by a timeout.
+// Why not prometheus-cpp's Exposer: its civetweb cannot bind port 0, and it
+// failed to start in a process that linked Debian's LibTorch.
 #ifndef DYTSERVE_SERVER_METRICS_METRICS_HTTP_SERVER_H_
 #define DYTSERVE_SERVER_METRICS_METRICS_HTTP_SERVER_H_
 
-#include <atomic>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "prometheus/collectable.h"
+#include "server/http/http_server.h"
 
 namespace dytserve {
 
@@ -24,20 +23,16 @@ class MetricsHttpServer {
   // Binds host:port (port 0: the OS chooses) and starts answering.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       const std::string& host, int port, std::vector<std::shared_ptr<prometheus::Collectable>> collectables);
-  ~MetricsHttpServer();
 
-  int port() const { return port_; }
+  int port() const { return http_->port(); }
 
  private:
-  MetricsHttpServer(int fd, int port, std::vector<std::shared_ptr<prometheus::Collectable>> collectables);
-  void Loop();
-  void Answer(int client) const;
+  explicit MetricsHttpServer(std::vector<std::shared_ptr<prometheus::Collectable>> collectables)
+      : collectables_(std::move(collectables)) {}
+  void Answer(const HttpRequest& request, const HttpRespond& respond) const;
 
-  const int fd_;
-  const int port_;
   const std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
+  std::unique_ptr<HttpServer> http_;  // last: stopped before what it serves goes
 };
 
 }  // namespace dytserve

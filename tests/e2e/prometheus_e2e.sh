@@ -118,7 +118,7 @@ free_port() {
 
 # ---------------------------------------------------------------- server
 log "starting dytserve-server"
-"$SERVER_BIN" --model_repository="$REPO_DIR" --host=127.0.0.1 --grpc_port=0 --metrics_port=0 \
+"$SERVER_BIN" --model_repository="$REPO_DIR" --host=127.0.0.1 --grpc_port=0 --metrics_port=0 --http_port=0 \
   --shutdown_grace_s=2 >"$TMP/server.out" 2>"$TMP/server.err" &
 SERVER_PID=$!
 server_listening() {

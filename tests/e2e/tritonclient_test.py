@@ -31,7 +31,7 @@ def server():
             f.write(ADMIN + "\n")
         proc = subprocess.Popen(
             [SERVER, f"--model_repository={REPO}", f"--admin_token_file={token}", "--host=127.0.0.1",
-             "--grpc_port=0", "--metrics_port=0"],
+             "--grpc_port=0", "--metrics_port=0", "--http_port=0"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = proc.stdout.readline()
         assert line.startswith("dytserve listening grpc="), line

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -37,6 +38,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::s
   args.push_back("--host=127.0.0.1");
   args.push_back("--grpc_port=0");
   args.push_back("--metrics_port=0");
+  // REST on a port of the OS's choosing too, unless the test chose (-1: none).
+  if (std::none_of(args.begin(), args.end(), [](const std::string& a) { return absl::StartsWith(a, "--http_port="); })) {
+    args.push_back("--http_port=0");
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -76,6 +81,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::s
   for (absl::string_view field : absl::StrSplit(server->listening_line_, ' ')) {
     if (absl::ConsumePrefix(&field, "grpc=")) server->grpc_address_ = std::string(field);
     if (absl::ConsumePrefix(&field, "metrics=")) server->metrics_address_ = std::string(field);
+    if (absl::ConsumePrefix(&field, "http=")) server->http_address_ = std::string(field);
   }
   if (server->grpc_address_.empty() || server->metrics_address_.empty()) {
     return absl::InternalError(absl::StrCat("unexpected listening line: ", server->listening_line_));
@@ -130,7 +136,8 @@ int ServerProcess::Stop(int signal, absl::Duration grace) {
   return exit_code_;
 }
 
-absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+absl::StatusOr<HttpResult> HttpCall(const std::string& address, const std::string& method, const std::string& path,
+                                    const std::string& body, const std::vector<std::string>& headers) {
   const size_t colon = address.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
@@ -147,7 +154,10 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
     close(fd);
     return absl::UnavailableError(absl::StrCat("cannot connect to ", address));
   }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: ", address, "\r\n\r\n");
+  std::string request = absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: ", address, "\r\nConnection: close\r\n");
+  for (const std::string& h : headers) absl::StrAppend(&request, h, "\r\n");
+  if (!body.empty() || method == "POST") absl::StrAppend(&request, "Content-Length: ", body.size(), "\r\n");
+  absl::StrAppend(&request, "\r\n", body);
   if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) < 0) {
     close(fd);
     return absl::UnavailableError("send failed");
@@ -156,11 +166,22 @@ absl::StatusOr<std::string> HttpGet(const std::string& address, const std::strin
   char buf[4096];
   for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) response.append(buf, static_cast<size_t>(n));
   close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  if (!absl::StartsWith(response, "HTTP/1.1 200") || body == std::string::npos) {
-    return absl::UnavailableError(absl::StrCat("GET ", path, ": ", response.substr(0, 64)));
+  const size_t end = response.find("\r\n\r\n");
+  HttpResult result;
+  if (!absl::StartsWith(response, "HTTP/1.1 ") || end == std::string::npos ||
+      !absl::SimpleAtoi(response.substr(9, 3), &result.code)) {
+    return absl::UnavailableError(absl::StrCat(method, " ", path, ": no HTTP answer: ", response.substr(0, 64)));
   }
-  return response.substr(body + 4);
+  result.headers = response.substr(0, end);
+  result.body = response.substr(end + 4);
+  return result;
+}
+
+absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path) {
+  absl::StatusOr<HttpResult> r = HttpCall(address, "GET", path);
+  if (!r.ok()) return r.status();
+  if (r->code != 200) return absl::UnavailableError(absl::StrCat("GET ", path, ": ", r->code, " ", r->body.substr(0, 64)));
+  return r->body;
 }
 
 CommandResult RunCommand(const std::string& command) {

@@ -16,7 +16,8 @@ namespace dytserve::testing {
 class ServerProcess {
  public:
   // Runs `binary` with `args` plus --host=127.0.0.1 --grpc_port=0
-  // --metrics_port=0, and waits for its "dytserve listening" line.
+  // --metrics_port=0 (and --http_port=0 unless `args` set it), and waits for
+  // its "dytserve listening" line.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const std::string& binary,
                                                               std::vector<std::string> args,
                                                               absl::Duration timeout = absl::Seconds(120));
@@ -24,6 +25,8 @@ class ServerProcess {
 
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& metrics_address() const { return metrics_address_; }
+  // Empty when the server serves no REST.
+  const std::string& http_address() const { return http_address_; }
   const std::string& listening_line() const { return listening_line_; }
   pid_t pid() const { return pid_; }
 
@@ -41,11 +44,22 @@ class ServerProcess {
   std::string stderr_path_;
   std::string grpc_address_;
   std::string metrics_address_;
+  std::string http_address_;
   std::string listening_line_;
 };
 
-// GET http://address/path; the body, or an error.
+// GET http://address/path; the body, or an error (also for a status other than 200).
 absl::StatusOr<std::string> HttpGet(const std::string& address, const std::string& path);
+
+// One HTTP/1.1 request on a connection of its own ("Connection: close").
+// `headers` are "Name: value" lines. An error only when no answer came.
+struct HttpResult {
+  int code = 0;
+  std::string headers;  // the status line and headers
+  std::string body;
+};
+absl::StatusOr<HttpResult> HttpCall(const std::string& address, const std::string& method, const std::string& path,
+                                    const std::string& body = "", const std::vector<std::string>& headers = {});
 
 // Runs `command` through the shell; its exit code (-1 if it did not exit)
 // and stdout plus stderr.
