@@ -1,19 +1,24 @@
-"""Triton's own Python client (tritonclient.grpc, from PyPI) against a real
-dytserve-server on loopback: every core and extension call, sync, async and
-streaming, with outputs equal to those of dytserve's own client (dytserve-cli).
+"""Triton's own Python clients (tritonclient.grpc and tritonclient.http, from
+PyPI) against a real dytserve-server on loopback: every core and extension
+call, sync, async and streaming, with outputs equal to those of dytserve's own
+client (dytserve-cli); bad REST requests; and the README's curl examples.
 
 Needs DYTSERVE_SERVER_BIN, DYTSERVE_CLI_BIN and DYTSERVE_TEST_REPO.
 """
 import json
 import os
 import queue
+import re
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 SERVER = os.environ["DYTSERVE_SERVER_BIN"]
@@ -21,6 +26,9 @@ CLI = os.environ["DYTSERVE_CLI_BIN"]
 REPO = os.environ["DYTSERVE_TEST_REPO"]
 ADMIN = "tritonclient-admin-token"
 AUTH = {"authorization": f"Bearer {ADMIN}"}
+
+
+addresses = {}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +43,9 @@ def server():
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = proc.stdout.readline()
         assert line.startswith("dytserve listening grpc="), line
-        address = line.split()[2].split("=", 1)[1]
-        yield address
+        fields = dict(f.split("=", 1) for f in line.split()[2:])
+        addresses["http"] = fields["http"]
+        yield fields["grpc"]
         proc.terminate()
         assert proc.wait(timeout=60) == 0
 
@@ -182,3 +191,102 @@ def test_repository_calls_with_the_admin_token(client):
     assert client.is_model_ready("vit_ln")
     with pytest.raises(InferenceServerException, match="config"):
         client.load_model("vit_ln", headers=AUTH, config='{"max_batch_size": 4}')
+
+
+# ---- tritonclient.http against the v2 REST endpoint ----
+
+@pytest.fixture(scope="module")
+def http(server):
+    return httpclient.InferenceServerClient(url=addresses["http"])
+
+
+def http_inputs(name, array, binary):
+    x = httpclient.InferInput(name, list(array.shape), "FP32" if array.dtype == np.float32 else "INT64")
+    x.set_data_from_numpy(array, binary_data=binary)
+    return [x]
+
+
+def test_http_health_metadata_config_and_stats(http):
+    assert http.is_server_live()
+    assert http.is_server_ready()
+    assert http.is_model_ready("vit_dyt")
+    assert not http.is_model_ready("no_such_model")
+    assert sorted(http.get_server_metadata()["extensions"]) == ["model_configuration", "model_repository",
+                                                                 "statistics"]
+    assert http.get_model_metadata("llama_dyt")["inputs"][0]["shape"] == [-1, -1]
+    config = http.get_model_config("vit_dyt")
+    assert config["max_batch_size"] == 64 and config["input"][0]["name"] == "pixel_values"
+    stats = http.get_inference_statistics("vit_dyt")["model_stats"][0]
+    assert stats["name"] == "vit_dyt"
+    with pytest.raises(InferenceServerException, match="no_such_model"):
+        http.get_model_metadata("no_such_model")
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("model,name,make", [
+    ("vit_dyt", "pixel_values", lambda: vit_rows(3, 21)),
+    ("llama_dyt", "input_ids", lambda: tokens(2, 6, 22)),
+])
+def test_http_infer_and_async_equal_dytserve_client(server, http, model, name, make, binary):
+    x = make()
+    expected = cli_outputs(server, model, name, x)
+    outputs = [httpclient.InferRequestedOutput("logits", binary_data=binary)]
+    result = http.infer(model, http_inputs(name, x, binary), outputs=outputs, request_id="h1")
+    assert result.get_response()["id"] == "h1"
+    np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-5, atol=1e-5)
+    pending = http.async_infer(model, http_inputs(name, x, binary), outputs=outputs)
+    np.testing.assert_allclose(pending.get_result().as_numpy("logits"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_http_repository_calls_with_the_admin_token(http):
+    with pytest.raises(InferenceServerException):
+        http.get_model_repository_index()
+    index = http.get_model_repository_index(headers=AUTH)
+    assert {"name": "vit_ln", "version": "1", "state": "READY"} in index
+    http.unload_model("vit_ln", headers=AUTH)
+    assert not http.is_model_ready("vit_ln")
+    http.load_model("vit_ln", headers=AUTH)
+    assert http.is_model_ready("vit_ln")
+
+
+def post(path, body):
+    request = urllib.request.Request(f"http://{addresses['http']}{path}", data=body.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.parametrize("body,named", [
+    ('{"inputs": [', "not JSON"),
+    ('{"inputs": [{"name": "pixel_values", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [1]}]}', "1 elements"),
+    ('{"inputs": [{"name": "pixel_values", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}',
+     "pixel_values"),
+    ('{"inputs": [{"name": "pixel_values", "shape": [1, 1, 8, 8], "data": []}]}', "datatype"),
+])
+def test_rest_bad_input_is_400_naming_the_field_and_the_server_lives_on(server, body, named):
+    code, answer = post("/v2/models/vit_dyt/infer", body)
+    assert code == 400, answer
+    assert named in answer["error"], answer
+    code, _ = post("/v2/models/vit_dyt/infer", json.dumps(
+        {"inputs": [{"name": "pixel_values", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": [0.0] * 64}]}))
+    assert code == 200
+
+
+def readme_curl_commands():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    block = readme.split("<!-- curl examples: tests/e2e/tritonclient_test.py runs them -->", 1)[1]
+    block = block.split("```", 2)[1]
+    return [line for line in block.splitlines() if line.startswith("curl ")]
+
+
+def test_readme_curl_examples_run(server):
+    commands = readme_curl_commands()
+    assert len(commands) >= 5, commands
+    for command in commands:
+        command = command.replace("localhost:8000", addresses["http"])
+        out = subprocess.run(["bash", "-c", command + " --fail-with-body -sS"], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, (command, out.stdout, out.stderr)
+        json.loads(out.stdout)  # every example answers JSON
