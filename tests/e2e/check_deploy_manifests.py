@@ -179,8 +179,8 @@ init_command = " ".join(x for i in get(pod, "spec.initContainers", []) for x in 
 for name in ("Dockerfile", "Dockerfile.cuda"):
     text = (ROOT / "deploy/docker" / name).read_text()
     expose = set(" ".join(re.findall(r"^EXPOSE (.*)$", text, re.M)).split())
-    check(expose == {defaults.get("grpc_port"), defaults.get("metrics_port")},
-          f"{name} EXPOSEs the server's default gRPC and metrics ports", f"EXPOSE {sorted(expose)}")
+    check(expose == {defaults.get("grpc_port"), defaults.get("metrics_port"), defaults.get("http_port")},
+          f"{name} EXPOSEs the server's default gRPC, metrics and REST ports", f"EXPOSE {sorted(expose)}")
     check(re.search(r"^HEALTHCHECK .*\n?.*dytserve-cli health", text, re.M) is not None,
           f"{name} HEALTHCHECK is dytserve-cli health", "missing")
     entry = re.search(r'^ENTRYPOINT \[.*"--model_repository=([^"]+)"', text, re.M)
