@@ -65,7 +65,7 @@ class Recorder {
 };
 
 struct Shared {
-  Client* client;
+  Sender* sender;
   const RequestSource* source;
   Recorder recorder;
   std::atomic<int64_t> next{0};
@@ -80,12 +80,11 @@ void Send(const std::shared_ptr<Shared>& s, int64_t n, absl::Time intended, std:
   const absl::Time sent = absl::Now();
   s->in_flight.fetch_add(1);
   const int model_index = model;
-  s->client->InferAsync(s->source->models[model], inputs, {},
-                        [s, intended, sent, model_index, then = std::move(then)](absl::StatusOr<InferResult> r) {
+  s->sender->InferAsync(s->source->models[model], inputs,
+                        [s, intended, sent, model_index, then = std::move(then)](absl::Status status) {
                           const absl::Time done = absl::Now();
                           s->recorder.Add({sent, done, absl::ToDoubleMicroseconds(done - intended),
-                                           absl::ToDoubleMicroseconds(done - sent), model_index,
-                                           r.status().code()});
+                                           absl::ToDoubleMicroseconds(done - sent), model_index, status.code()});
                           s->in_flight.fetch_sub(1);
                           if (then) then();
                         });
@@ -112,11 +111,11 @@ bool WindowsAgree(const std::vector<double>& values, int last, double tolerance)
   return true;
 }
 
-StepResult RunStep(Client& client, const RequestSource& source, const LoadSpec& spec,
+StepResult RunStep(Sender& sender, const RequestSource& source, const LoadSpec& spec,
                    const std::function<void()>& at_start, const std::function<void()>& at_end,
                    const std::function<void(const Progress&)>& progress) {
   auto shared = std::make_shared<Shared>();
-  shared->client = &client;
+  shared->sender = &sender;
   shared->source = &source;
 
   std::thread scheduler;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "loadgen/senders.h"
 #include "dytserve/client.h"
 
 namespace dytserve::loadgen {
@@ -74,7 +75,7 @@ bool WindowsAgree(const std::vector<double>& values, int last, double tolerance)
 
 // Runs one step. `at_start`/`at_end` run at the edges of the measured part
 // (server metrics scrapes); `progress` about once a second.
-StepResult RunStep(Client& client, const RequestSource& source, const LoadSpec& spec,
+StepResult RunStep(Sender& sender, const RequestSource& source, const LoadSpec& spec,
                    const std::function<void()>& at_start, const std::function<void()>& at_end,
                    const std::function<void(const Progress&)>& progress);
 

@@ -47,6 +47,11 @@ ABSL_FLAG(std::string, csv, "", "Write per-step results as CSV to this file");
 ABSL_FLAG(std::string, html, "", "Write a self-contained HTML report with SVG charts to this file");
 ABSL_FLAG(bool, progress, true, "A live progress line on stderr");
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each request");
+ABSL_FLAG(std::string, protocol, "grpc", "grpc, or http (the v2 REST endpoint; --target is then its host:port)");
+ABSL_FLAG(bool, streaming, false, "gRPC: send over ModelStreamInfer streams instead of unary calls");
+ABSL_FLAG(int, streams, 4, "With --streaming: how many streams share the load");
+ABSL_FLAG(bool, http_binary, false, "HTTP: Triton's binary tensors both ways instead of JSON");
+ABSL_FLAG(int, http_connections, 32, "HTTP: keep-alive connections (at least the largest concurrency)");
 
 namespace dytserve::loadgen {
 namespace {
@@ -125,8 +130,32 @@ int Run() {
     options.endpoints.emplace_back(t);
   }
   options.default_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  const std::string protocol = absl::GetFlag(FLAGS_protocol);
+  if (protocol != "grpc" && protocol != "http") return Fail(absl::StrCat("--protocol=", protocol, ": grpc or http"));
+  if (protocol == "http" && absl::GetFlag(FLAGS_streaming)) return Fail("--streaming is a gRPC call; not with --protocol=http");
+  if (options.endpoints.size() != 1 && (protocol == "http" || absl::GetFlag(FLAGS_streaming))) {
+    return Fail("--protocol=http and --streaming take one --target");
+  }
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options);
   if (!client.ok()) return Fail(std::string(client.status().message()));
+  int most_in_flight = 1;
+  for (double load : loads) most_in_flight = std::max(most_in_flight, static_cast<int>(load));
+  std::unique_ptr<Sender> sender;
+  if (protocol == "http") {
+    absl::StatusOr<std::unique_ptr<Sender>> http =
+        HttpSender(options.endpoints[0], absl::GetFlag(FLAGS_http_binary),
+                   open_loop ? absl::GetFlag(FLAGS_http_connections)
+                             : std::max(absl::GetFlag(FLAGS_http_connections), most_in_flight),
+                   options.default_deadline);
+    if (!http.ok()) return Fail(absl::StrCat("--target: ", http.status().message()));
+    sender = *std::move(http);
+  } else if (absl::GetFlag(FLAGS_streaming)) {
+    absl::StatusOr<std::unique_ptr<Sender>> stream = GrpcStreamSender(options.endpoints[0], absl::GetFlag(FLAGS_streams));
+    if (!stream.ok()) return Fail(absl::StrCat("--streams: ", stream.status().message()));
+    sender = *std::move(stream);
+  } else {
+    sender = GrpcUnarySender(client->get());
+  }
 
   // Requests: the same inputs for every model (A/B compares like with like).
   RequestSource source;
@@ -141,7 +170,8 @@ int Run() {
     if (!parsed.ok()) return Fail(std::string(parsed.status().message()));
     inputs.push_back(*parsed);
   } else {
-    absl::StatusOr<ModelMetadata> metadata = (*client)->GetModelMetadata(models[0]);
+    absl::StatusOr<ModelMetadata> metadata = protocol == "http" ? HttpModelMetadata(options.endpoints[0], models[0])
+                                                                : (*client)->GetModelMetadata(models[0]);
     if (!metadata.ok()) return Fail(absl::StrCat("metadata of ", models[0], ": ", metadata.status().ToString()));
     std::mt19937_64 rng(1);
     std::uniform_int_distribution<int64_t> length(seq->first, seq->second);
@@ -189,7 +219,7 @@ int Run() {
     };
     const bool show = absl::GetFlag(FLAGS_progress);
     step.result = RunStep(
-        **client, source, spec, [&] { scrape(&before); }, [&] { scrape(&after); },
+        *sender, source, spec, [&] { scrape(&before); }, [&] { scrape(&after); },
         [&](const Progress& p) {
           if (show) {
             std::fprintf(stderr, "\r[%s] %6.1fs  %8.1f req/s  p99 %8.3f ms  errors %lld   ", step.label.c_str(),

@@ -172,6 +172,38 @@ TEST_F(LoadgenTest, HelpListsTheFlags) {
   }
 }
 
+// The same load over each way in: unary gRPC, ModelStreamInfer, and REST with
+// JSON and binary tensors; every request answered, the server counting them.
+TEST_F(LoadgenTest, EveryProtocolCarriesTheLoad) {
+  const std::string dir = ::testing::TempDir();
+  const std::string http = absl::StrCat("--protocol=http --target=", server_->http_address(),
+                                        " --metrics_url=", server_->metrics_address());
+  for (const std::string& way : {absl::StrCat(Common(), " --streaming --streams=2"), http,
+                                 absl::StrCat(http, " --http_binary")}) {
+    SCOPED_TRACE(way);
+    const ProcRun run = Loadgen(absl::StrCat(way, " --model=vit_dyt --concurrency=4 --window=0.5 --duration=1.5",
+                                             " --warmup=0.2 --json=", dir, "/proto.json"));
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    const Struct root = ReadJson(dir + "/proto.json");
+    const Struct& step = Step(root, 0);
+    EXPECT_GT(Field(step, "throughput_rps"), 0);
+    EXPECT_EQ(step.fields().at("errors").struct_value().fields_size(), 0) << run.output;
+    EXPECT_GT(Field(step, "server", "avg_batch"), 0);
+  }
+  // A decoder over REST: generated INT64 tokens of varied lengths.
+  const ProcRun llama = Loadgen(absl::StrCat(http, " --model=llama_dyt --seq_len=4:12 --concurrency=2 --window=0.5",
+                                             " --duration=1 --warmup=0.2 --json=", dir, "/llama.json"));
+  ASSERT_EQ(llama.exit_code, 0) << llama.output;
+  EXPECT_EQ(Step(ReadJson(dir + "/llama.json"), 0).fields().at("errors").struct_value().fields_size(), 0) << llama.output;
+
+  const ProcRun mixed = Loadgen(absl::StrCat(http, " --streaming --model=vit_dyt --concurrency=1"));
+  EXPECT_EQ(mixed.exit_code, 2);
+  EXPECT_NE(mixed.output.find("--streaming is a gRPC call"), std::string::npos) << mixed.output;
+  const ProcRun unknown = Loadgen(absl::StrCat(Common(), " --protocol=quic --model=vit_dyt --concurrency=1"));
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.output.find("--protocol=quic"), std::string::npos) << unknown.output;
+}
+
 TEST_F(LoadgenTest, BadFlagsAreClearErrors) {
   const ProcRun none = Loadgen(absl::StrCat(Common(), " --concurrency=1"));
   EXPECT_EQ(none.exit_code, 2);
