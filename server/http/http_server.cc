@@ -1,6 +1,7 @@
 #include "server/http/http_server.h"
 
 #include <arpa/inet.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -38,6 +39,16 @@ struct HttpServerAccess {
     return queued;
   }
 
+  // With a client CA: the peer's certificate chain verifies against it.
+  // libmicrohttpd asks for the certificate; checking it is ours.
+  static bool ClientVerified(MHD_Connection* connection) {
+    const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (info == nullptr || info->tls_session == nullptr) return false;
+    unsigned status = 0;
+    const auto session = static_cast<gnutls_session_t>(info->tls_session);
+    return gnutls_certificate_verify_peers2(session, &status) == GNUTLS_E_SUCCESS && status == 0;
+  }
+
   static MHD_Result Access(void* cls, MHD_Connection* connection, const char* url, const char* method,
                            const char* /*version*/, const char* upload_data, size_t* upload_data_size,
                            void** con_cls) {
@@ -57,6 +68,13 @@ struct HttpServerAccess {
       uint64_t declared = 0;
       if (length != nullptr && absl::SimpleAtoi(length, &declared) && declared > server->max_body_bytes_) {
         exchange->over_limit = true;
+      }
+      if (server->verify_clients_ && !ClientVerified(connection)) {
+        absl::MutexLock lock(&exchange->mu);
+        exchange->dispatched = true;
+        exchange->response = HttpServer::Error(
+            MHD_HTTP_FORBIDDEN, "this endpoint needs a client certificate signed by the server's --tls_client_ca");
+        return Queue(connection, *exchange->response);
       }
       return MHD_YES;
     }
@@ -124,6 +142,7 @@ HttpResponse HttpServer::Error(int code, absl::string_view message) {
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& o, absl::string_view name,
                                                               HttpHandler handler) {
   std::unique_ptr<HttpServer> server(new HttpServer(std::move(handler), o.max_body_bytes));
+  server->verify_clients_ = !o.tls_client_ca.empty();
   sockaddr_storage address{};
   std::string host = o.host;
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);

@@ -80,6 +80,7 @@ class HttpServer {
 
   const HttpHandler handler_;
   const size_t max_body_bytes_;
+  bool verify_clients_ = false;  // set before the daemon starts
   absl::Mutex mu_;
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;  // requests handed to the handler, not yet answered
   MHD_Daemon* daemon_ = nullptr;

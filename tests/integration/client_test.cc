@@ -155,6 +155,15 @@ TEST_F(ClientTest, Tls) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->Find("logits")->shape, (std::vector<int64_t>{1, 10}));
 
+  // The REST endpoint serves HTTPS with the same certificate (curl checks it).
+  const testing::CommandResult https = testing::RunCommand(absl::StrCat(
+      "curl -sS --fail-with-body --cacert ", cert, " https://", server->http_address(), "/v2/models/vit_ln/ready"));
+  EXPECT_EQ(https.exit_code, 0) << https.output;
+  EXPECT_EQ(https.output, "{}");
+  const testing::CommandResult http_plain =
+      testing::RunCommand(absl::StrCat("curl -sS --max-time 5 http://", server->http_address(), "/v2/health/live"));
+  EXPECT_NE(http_plain.exit_code, 0) << "plain HTTP is refused by an HTTPS endpoint: " << http_plain.output;
+
   ClientOptions plain;
   plain.endpoints = {server->grpc_address()};
   plain.default_deadline = absl::Seconds(5);
@@ -237,6 +246,20 @@ TEST_F(ClientTest, MutualTlsAcceptsOnlyClientsWithACertificateFromTheCa) {
   testing::CommandResult no_cert = testing::RunCommand(
       absl::StrCat(DYTSERVE_CLI_BIN, " --target=", server->grpc_address(), " --tls --tls_ca=", ca_file, " health"));
   EXPECT_NE(no_cert.exit_code, 0) << no_cert.output;
+
+  // REST (HTTPS) asks for the same client certificate: 403 without one, or
+  // with one another CA signed.
+  auto rest = [&](const std::string& cert_args) {
+    return testing::RunCommand(absl::StrCat("curl -s -o /dev/null -w '%{http_code}' --cacert ", ca_file, " ", cert_args,
+                                            " https://", server->http_address(), "/v2/health/live"));
+  };
+  EXPECT_EQ(rest(absl::StrCat("--cert ", (dir_ / "client.pem").string(), " --key ", (dir_ / "client.key").string()))
+                .output,
+            "200");
+  EXPECT_EQ(rest("").output, "403");
+  EXPECT_EQ(
+      rest(absl::StrCat("--cert ", (dir_ / "stranger.pem").string(), " --key ", (dir_ / "stranger.key").string())).output,
+      "403");
 
   // A client CA without a server certificate is refused at start-up.
   absl::StatusOr<std::unique_ptr<ServerProcess>> half = ServerProcess::Start(
