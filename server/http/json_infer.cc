@@ -51,24 +51,24 @@ absl::Status EncodeElement(const json& value, absl::string_view type, const std:
     return absl::OkStatus();
   }
   if (type == "FP16" || type == "BF16") return Bad(field, absl::StrCat(type, " travels only as binary data"));
-  // Integers: exact, and within the type's range.
+  // Integers: exact, and within the type's range. JSON's non-negative
+  // integers parse as unsigned, negative ones as signed.
   if (!value.is_number_integer()) return Bad(field, absl::StrCat(type, " data must be integers"));
-  const bool is_unsigned = value.is_number_unsigned();
-  const int64_t s = is_unsigned ? 0 : value.get<int64_t>();
-  const uint64_t u = is_unsigned ? value.get<uint64_t>() : 0;
-  auto in = [&](int64_t lo, uint64_t hi) { return is_unsigned ? u <= hi : (s >= lo && (s < 0 || static_cast<uint64_t>(s) <= hi)); };
+  const bool negative = !value.is_number_unsigned();
+  const int64_t s = negative ? value.get<int64_t>() : 0;
+  const uint64_t u = negative ? 0 : value.get<uint64_t>();
+  auto in = [&](int64_t lo, uint64_t hi) { return negative ? s >= lo : u <= hi; };
+  // The value as a signed integer, once it is known to fit the type.
+  const int64_t v = negative ? s : static_cast<int64_t>(u);
   auto out_of_range = [&] { return Bad(field, absl::StrCat("a value is out of the range of ", type)); };
-  if (type == "INT8") return in(INT8_MIN, INT8_MAX) ? (Append<int8_t>(raw, static_cast<int8_t>(s)), absl::OkStatus()) : out_of_range();
-  if (type == "UINT8") return in(0, UINT8_MAX) ? (Append<uint8_t>(raw, static_cast<uint8_t>(is_unsigned ? u : s)), absl::OkStatus()) : out_of_range();
-  if (type == "INT16") return in(INT16_MIN, INT16_MAX) ? (Append<int16_t>(raw, static_cast<int16_t>(s)), absl::OkStatus()) : out_of_range();
-  if (type == "UINT16") return in(0, UINT16_MAX) ? (Append<uint16_t>(raw, static_cast<uint16_t>(is_unsigned ? u : s)), absl::OkStatus()) : out_of_range();
-  if (type == "INT32") return in(INT32_MIN, INT32_MAX) ? (Append<int32_t>(raw, static_cast<int32_t>(s)), absl::OkStatus()) : out_of_range();
-  if (type == "UINT32") return in(0, UINT32_MAX) ? (Append<uint32_t>(raw, static_cast<uint32_t>(is_unsigned ? u : s)), absl::OkStatus()) : out_of_range();
-  if (type == "INT64") {
-    return in(INT64_MIN, INT64_MAX) ? (Append<int64_t>(raw, is_unsigned ? static_cast<int64_t>(u) : s), absl::OkStatus())
-                                    : out_of_range();
-  }
-  if (type == "UINT64") return in(0, UINT64_MAX) ? (Append<uint64_t>(raw, is_unsigned ? u : static_cast<uint64_t>(s)), absl::OkStatus()) : out_of_range();
+  if (type == "INT8") return in(INT8_MIN, INT8_MAX) ? (Append<int8_t>(raw, static_cast<int8_t>(v)), absl::OkStatus()) : out_of_range();
+  if (type == "UINT8") return in(0, UINT8_MAX) ? (Append<uint8_t>(raw, static_cast<uint8_t>(u)), absl::OkStatus()) : out_of_range();
+  if (type == "INT16") return in(INT16_MIN, INT16_MAX) ? (Append<int16_t>(raw, static_cast<int16_t>(v)), absl::OkStatus()) : out_of_range();
+  if (type == "UINT16") return in(0, UINT16_MAX) ? (Append<uint16_t>(raw, static_cast<uint16_t>(u)), absl::OkStatus()) : out_of_range();
+  if (type == "INT32") return in(INT32_MIN, INT32_MAX) ? (Append<int32_t>(raw, static_cast<int32_t>(v)), absl::OkStatus()) : out_of_range();
+  if (type == "UINT32") return in(0, UINT32_MAX) ? (Append<uint32_t>(raw, static_cast<uint32_t>(u)), absl::OkStatus()) : out_of_range();
+  if (type == "INT64") return in(INT64_MIN, INT64_MAX) ? (Append<int64_t>(raw, v), absl::OkStatus()) : out_of_range();
+  if (type == "UINT64") return in(0, UINT64_MAX) ? (Append<uint64_t>(raw, u), absl::OkStatus()) : out_of_range();
   return Bad(field, absl::StrCat("datatype '", type, "' is not one of the protocol's"));
 }
 

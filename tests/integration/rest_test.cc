@@ -310,7 +310,7 @@ TEST_F(RestTest, ConcurrentConnectionsAreAllAnswered) {
   std::vector<std::thread> threads;
   std::vector<int> codes(16, 0);
   for (int t = 0; t < 16; ++t) {
-    threads.emplace_back([this, t, &codes] {
+    threads.emplace_back([t, &codes] {
       json request = {
           {"inputs", {{{"name", "pixel_values"}, {"datatype", "FP32"}, {"shape", {1, 1, 8, 8}}, {"data", VitPixels(t)}}}}};
       absl::StatusOr<HttpResult> r =
