@@ -25,6 +25,12 @@ namespace {
 TEST(RuntimeLibs, ProtobufHeadersMatchTheRuntimeAndOneOfEachLibraryIsMapped) {
   // Aborts the process if the headers and the linked runtime disagree.
   GOOGLE_PROTOBUF_VERIFY_VERSION;
+  // gRPC in use here, not only linked by chance through another object: a
+  // channel with our generated stub (a call is not needed to map the library).
+  auto stub = inference::GRPCInferenceService::NewStub(
+      grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials()));
+  ASSERT_NE(stub, nullptr);
+  EXPECT_FALSE(grpc::Version().empty());
   std::ifstream in("/proc/self/maps");
   std::stringstream maps;
   maps << in.rdbuf();
