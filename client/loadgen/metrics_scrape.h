@@ -12,7 +12,8 @@
 
 namespace dytserve::loadgen {
 
-// GET http://HOST:PORT/metrics (or the given URL's path); the body.
+// GET http://HOST:PORT/metrics (or the given URL's path); the body of a 200
+// answer (also used for the REST endpoint's model metadata).
 absl::StatusOr<std::string> Scrape(const std::string& url);
 
 // Sum over `models` of a series' value (labels model=..., any version).

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "inference/grpc_service.grpc.pb.h"
+#include "loadgen/metrics_scrape.h"
 #include "nlohmann/json.hpp"
 
 namespace dytserve::loadgen {
@@ -316,25 +317,9 @@ class Http final : public Sender {
 }  // namespace
 
 absl::StatusOr<ModelMetadata> HttpModelMetadata(const std::string& target, const std::string& model) {
-  std::string host;
-  int port = 0;
-  if (absl::Status s = ParseTarget(target, &host, &port); !s.ok()) return s;
-  const int fd = Connect(host, port, absl::Seconds(30));
-  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot connect to ", target));
-  const std::string request =
-      absl::StrCat("GET /v2/models/", model, " HTTP/1.1\r\nHost: ", target, "\r\nConnection: close\r\n\r\n");
-  send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string in;
-  char buf[4096];
-  for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) in.append(buf, static_cast<size_t>(n));
-  close(fd);
-  const size_t body = in.find("\r\n\r\n");
-  int code = 0;
-  if (!absl::StartsWith(in, "HTTP/1.1 ") || body == std::string::npos || !absl::SimpleAtoi(in.substr(9, 3), &code)) {
-    return absl::UnavailableError(absl::StrCat("GET /v2/models/", model, ": no HTTP answer"));
-  }
-  if (code != 200) return FromHttpCode(code, in.substr(body + 4));
-  const nlohmann::json doc = nlohmann::json::parse(in.substr(body + 4), nullptr, false);
+  absl::StatusOr<std::string> body = Scrape(absl::StrCat(target, "/v2/models/", model));
+  if (!body.ok()) return body.status();
+  const nlohmann::json doc = nlohmann::json::parse(*body, nullptr, false);
   if (!doc.is_object()) return absl::UnknownError("model metadata is not JSON");
   ModelMetadata out;
   out.name = doc.value("name", model);

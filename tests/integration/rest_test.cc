@@ -62,13 +62,7 @@ class RestTest : public testing::SuiteServerTest<RestTest> {
     const fs::path dir = TestDir();
     fs::remove_all(dir);
     fs::create_directories(dir);
-    for (const char* model : {"vit_dyt", "vit_ln", "llama_dyt"}) {
-      const fs::path from = fs::path(DYTSERVE_TEST_REPO) / model;
-      std::ifstream config(from / "config.pbtxt");
-      std::stringstream text;
-      text << config.rdbuf();
-      testing::AddModel(dir.string(), model, (from / "1" / "model.pt").string(), text.str());
-    }
+    testing::CopyModels(DYTSERVE_TEST_REPO, dir.string(), {"vit_dyt", "vit_ln", "llama_dyt"});
     std::ofstream(dir / "admin.token") << kAdmin << "\n";
     std::ofstream(dir / "inference.token") << kInference << "\n";
     return {absl::StrCat("--model_repository=", dir.string()),

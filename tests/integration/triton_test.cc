@@ -76,14 +76,7 @@ class TritonTest : public testing::SuiteServerTest<TritonTest> {
     const fs::path dir = TestDir();
     fs::remove_all(dir);
     fs::create_directories(dir);
-    for (const char* model : {"vit_dyt", "vit_ln", "llama_dyt"}) {
-      // Real directories: the repository refuses links that lead outside it.
-      const fs::path from = fs::path(DYTSERVE_TEST_REPO) / model;
-      std::ifstream config(from / "config.pbtxt");
-      std::stringstream text;
-      text << config.rdbuf();
-      testing::AddModel(dir.string(), model, (from / "1" / "model.pt").string(), text.str());
-    }
+    testing::CopyModels(DYTSERVE_TEST_REPO, dir.string(), {"vit_dyt", "vit_ln", "llama_dyt"});
     const std::string vit_pt = (fs::path(DYTSERVE_TEST_REPO) / "vit_dyt" / "1" / "model.pt").string();
     testing::AddModel(dir.string(), "triton_vit", vit_pt, kTritonVit);
     testing::AddModel(dir.string(), "triton_unserved", vit_pt, kTritonUnserved);

@@ -204,6 +204,16 @@ void AddModel(const std::string& repo, const std::string& name, const std::strin
   std::ofstream(dir / "config.pbtxt") << config;
 }
 
+void CopyModels(const std::string& from, const std::string& repo, const std::vector<std::string>& models) {
+  for (const std::string& model : models) {
+    const std::filesystem::path dir = std::filesystem::path(from) / model;
+    std::ifstream config(dir / "config.pbtxt");
+    std::stringstream text;
+    text << config.rdbuf();
+    AddModel(repo, model, (dir / "1" / "model.pt").string(), text.str());
+  }
+}
+
 std::string VitConfig(int max_batch_size, const std::string& extra, int classes) {
   return absl::StrCat("max_batch_size: ", max_batch_size,
                       "\ninput { name: \"pixel_values\" data_type: TYPE_FP32 dims: [1, 8, 8] }\n"

@@ -74,6 +74,11 @@ CommandResult RunCommand(const std::string& command);
 void AddModel(const std::string& repo, const std::string& name, const std::string& model_pt,
               const std::string& config);
 
+// Adds each of `models` of the repository `from` to `repo`: its config as it
+// is, and version 1's model.pt (a symlink). Real directories: a repository
+// refuses links that lead outside it.
+void CopyModels(const std::string& from, const std::string& repo, const std::vector<std::string>& models);
+
 // config.pbtxt text of the digits ViT with `max_batch_size` and `classes`
 // outputs, followed by `extra`.
 std::string VitConfig(int max_batch_size, const std::string& extra = "", int classes = 10);
