@@ -1,12 +1,14 @@
 // Per-request overhead of each way into dytserve, on a trivial model (y = x,
 // 16 floats), side by side in one run: unary gRPC, gRPC ModelStreamInfer,
-// REST with JSON tensors and REST with binary tensors, against a bare gRPC
+// REST with JSON tensors and REST with binary tensors, on the model as
+// TorchScript, and unary gRPC on it as an AOTInductor package (exported at
+// start by bench/export_echo_aoti.py, about 15 s), against a bare gRPC
 // echo server written here (the same v2 ModelInfer, answered at once with
 // the inputs: the floor any gRPC server pays). One request in flight, the
 // paths taking turns request by request in a new random order each round, so
 // a shared machine's drift weighs on each alike.
 //
-//   build/bench/protocol_bench [--seconds=20] [--blocks=5]
+//   build/bench/protocol_bench [--seconds=20] [--blocks=5] [--python=.venv/bin/python]
 //
 // Prints each path's p50 and its ratio to the floor, with the range of the
 // ratio over consecutive blocks. Goal: unary gRPC within 1.25x of the floor.
@@ -15,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -38,6 +41,7 @@
 ABSL_FLAG(std::string, server, "build/server/dytserve-server", "dytserve-server binary");
 ABSL_FLAG(double, seconds, 20, "Measured seconds, all paths together");
 ABSL_FLAG(int, blocks, 5, "Consecutive blocks the run is cut into, for each ratio's spread");
+ABSL_FLAG(std::string, python, ".venv/bin/python", "Python with torch, to export the AOTInductor echo");
 
 namespace dytserve {
 namespace {
@@ -81,11 +85,11 @@ dynamic_batching { max_queue_delay_us: 0 }
 }
 
 // One request, waited for; its latency in ms, or -1 on an error.
-double Once(loadgen::Sender& sender, const std::vector<Tensor>& inputs) {
+double Once(loadgen::Sender& sender, const std::string& model, const std::vector<Tensor>& inputs) {
   absl::Notification done;
   absl::Status status;
   const absl::Time start = absl::Now();
-  sender.InferAsync("echo", inputs, [&](absl::Status s) {
+  sender.InferAsync(model, inputs, [&](absl::Status s) {
     status = std::move(s);
     done.Notify();
   });
@@ -100,6 +104,13 @@ double Once(loadgen::Sender& sender, const std::vector<Tensor>& inputs) {
 
 int Run() {
   const fs::path repo = MakeRepository();
+  const std::string exporter = absl::StrCat(absl::GetFlag(FLAGS_python), " bench/export_echo_aoti.py --out ", repo.string());
+  if (std::system(exporter.c_str()) != 0) {
+    std::fprintf(stderr, "protocol_bench: '%s' failed (run from the repository root, after scripts/setup.sh)\n",
+                 exporter.c_str());
+    fs::remove_all(repo);
+    return 1;
+  }
   absl::StatusOr<bench::BenchServer> started =
       bench::StartServer(absl::GetFlag(FLAGS_server), {absl::StrCat("--model_repository=", repo.string())});
   if (!started.ok()) {
@@ -121,15 +132,17 @@ int Run() {
 
   struct Path {
     std::string name;
+    std::string model;
     std::unique_ptr<loadgen::Sender> sender;
     std::vector<double> ms;
   };
   std::vector<Path> paths;
-  paths.push_back({"echo floor (bare gRPC)", loadgen::GrpcUnarySender(echo_client.get()), {}});
-  paths.push_back({"unary gRPC", loadgen::GrpcUnarySender(started->client.get()), {}});
-  paths.push_back({"streaming gRPC", *loadgen::GrpcStreamSender(grpc_address, 1), {}});
-  paths.push_back({"REST JSON", *loadgen::HttpSender(http_address, false, 1, absl::Seconds(30)), {}});
-  paths.push_back({"REST binary", *loadgen::HttpSender(http_address, true, 1, absl::Seconds(30)), {}});
+  paths.push_back({"echo floor (bare gRPC)", "echo", loadgen::GrpcUnarySender(echo_client.get()), {}});
+  paths.push_back({"unary gRPC", "echo", loadgen::GrpcUnarySender(started->client.get()), {}});
+  paths.push_back({"streaming gRPC", "echo", *loadgen::GrpcStreamSender(grpc_address, 1), {}});
+  paths.push_back({"REST JSON", "echo", *loadgen::HttpSender(http_address, false, 1, absl::Seconds(30)), {}});
+  paths.push_back({"REST binary", "echo", *loadgen::HttpSender(http_address, true, 1, absl::Seconds(30)), {}});
+  paths.push_back({"unary gRPC, AOTInductor", "echo_aoti", loadgen::GrpcUnarySender(started->client.get()), {}});
 
   Tensor x;
   x.name = "x";
@@ -145,13 +158,13 @@ int Run() {
   std::vector<size_t> order(paths.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   for (int warm = 0; warm < 200; ++warm) {
-    for (Path& p : paths) Once(*p.sender, inputs);
+    for (Path& p : paths) Once(*p.sender, p.model, inputs);
   }
   const absl::Time end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_seconds));
   while (absl::Now() < end) {
     std::shuffle(order.begin(), order.end(), rng);
     for (size_t i : order) {
-      const double ms = Once(*paths[i].sender, inputs);
+      const double ms = Once(*paths[i].sender, paths[i].model, inputs);
       if (ms < 0) return 1;
       paths[i].ms.push_back(ms);
     }
@@ -172,7 +185,7 @@ int Run() {
       low = std::min(low, r);
       high = std::max(high, r);
     }
-    std::printf("  %-24s p50 %.3f ms  %.2fx floor (blocks %.2f-%.2f)\n", paths[p].name.c_str(),
+    std::printf("  %-26s p50 %.3f ms  %.2fx floor (blocks %.2f-%.2f)\n", paths[p].name.c_str(),
                 bench::Median(paths[p].ms), bench::Median(paths[p].ms) / floor, low, high);
   }
   paths.clear();

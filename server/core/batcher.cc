@@ -14,24 +14,45 @@ Batcher::Batcher(Options options, BatchFn run_batch)
 
 Batcher::~Batcher() { Shutdown(); }
 
-absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task) {
+absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task, bool may_run_inline) {
   const int64_t rows = (*task)->rows();
   if (rows < 1 || rows > std::max<int64_t>(options_.max_batch_size, 1)) {
     return absl::InvalidArgumentError(
         absl::StrCat("task of ", rows, " rows does not fit max_batch_size ", options_.max_batch_size));
   }
+  bool run_here = false;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the model is shutting down");
-    if (options_.max_queue_size > 0 && queue_.size() >= options_.max_queue_size) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("queue is full (max_queue_size ", options_.max_queue_size, ")"));
+    run_here = may_run_inline && !busy_ && queue_.empty() &&
+               (options_.max_queue_delay == absl::ZeroDuration() || rows >= options_.max_batch_size);
+    if (run_here) {
+      busy_ = true;
+      running_rows_ = rows;
+      ++inline_runs_;
+    } else {
+      if (options_.max_queue_size > 0 && queue_.size() >= options_.max_queue_size) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("queue is full (max_queue_size ", options_.max_queue_size, ")"));
+      }
+      queued_rows_ += rows;
+      queue_.push_back(std::move(*task));
+      enqueued_at_.push_back(options_.clock->Now());
     }
-    queued_rows_ += rows;
-    queue_.push_back(std::move(*task));
-    enqueued_at_.push_back(options_.clock->Now());
   }
-  if (options_.on_queue_change) options_.on_queue_change(1);
+  if (!run_here) {
+    if (options_.on_queue_change) options_.on_queue_change(1);
+    return absl::OkStatus();
+  }
+  Batch batch;
+  batch.push_back(std::move(*task));
+  batch = DropDead(std::move(batch));
+  if (!batch.empty()) run_batch_(std::move(batch));
+  absl::MutexLock lock(&mu_);
+  busy_ = false;
+  running_rows_ = 0;
+  --inline_runs_;
+  free_since_ = options_.clock->Now();
   return absl::OkStatus();
 }
 
@@ -77,7 +98,7 @@ void Batcher::Loop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->stopping_ || !b->queue_.empty(); },
+          +[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->stopping_ || (!b->queue_.empty() && !b->busy_); },
           this));
       if (stopping_) return;
       // Wait for the batch to fill, but never past the oldest task's delay,
@@ -101,26 +122,33 @@ void Batcher::Loop() {
       leftovers_ = queue_.size();
       queued_rows_ -= rows;
       running_rows_ = rows;
+      busy_ = true;
     }
     if (options_.on_queue_change) options_.on_queue_change(-static_cast<int64_t>(batch.size()));
 
-    // Drop what can no longer be answered usefully before spending compute on it.
-    const absl::Time now = options_.clock->Now();
-    Batch live;
-    for (std::unique_ptr<BatchTask>& task : batch) {
-      if (task->IsCancelled()) {
-        task->Complete(absl::CancelledError("the call was cancelled while queued"));
-      } else if (task->deadline() <= now) {
-        task->Complete(absl::DeadlineExceededError("the deadline passed while the request was queued"));
-      } else {
-        live.push_back(std::move(task));
-      }
-    }
+    Batch live = DropDead(std::move(batch));
     if (!live.empty()) run_batch_(std::move(live));
     absl::MutexLock lock(&mu_);
     running_rows_ = 0;
+    busy_ = false;
     free_since_ = options_.clock->Now();
   }
+}
+
+Batcher::Batch Batcher::DropDead(Batch batch) {
+  // Drop what can no longer be answered usefully before spending compute on it.
+  const absl::Time now = options_.clock->Now();
+  Batch live;
+  for (std::unique_ptr<BatchTask>& task : batch) {
+    if (task->IsCancelled()) {
+      task->Complete(absl::CancelledError("the call was cancelled while queued"));
+    } else if (task->deadline() <= now) {
+      task->Complete(absl::DeadlineExceededError("the deadline passed while the request was queued"));
+    } else {
+      live.push_back(std::move(task));
+    }
+  }
+  return live;
 }
 
 void Batcher::Shutdown() {
@@ -133,6 +161,9 @@ void Batcher::Shutdown() {
     enqueued_at_.clear();
     leftovers_ = 0;
     queued_rows_ = 0;
+    // A task running on a caller's thread finishes before the model goes away.
+    mu_.Await(absl::Condition(
+        +[](Batcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->inline_runs_ == 0; }, this));
   }
   if (options_.on_queue_change && !orphans.empty()) options_.on_queue_change(-static_cast<int64_t>(orphans.size()));
   for (std::unique_ptr<BatchTask>& task : orphans) {

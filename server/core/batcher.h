@@ -74,7 +74,8 @@ class Batcher {
     std::function<void(int64_t delta)> on_queue_change;
   };
   using Batch = std::vector<std::unique_ptr<BatchTask>>;
-  // Runs on the batch thread; must complete every task it is given.
+  // Runs on the batch thread, or on a caller's (Schedule's may_run_inline);
+  // must complete every task it is given, and must not call Shutdown().
   using BatchFn = std::function<void(Batch batch)>;
 
   Batcher(Options options, BatchFn run_batch);
@@ -85,7 +86,17 @@ class Batcher {
 
   // On OK, *task is moved from. RESOURCE_EXHAUSTED when the queue is full,
   // UNAVAILABLE after Shutdown(), INVALID_ARGUMENT for rows out of range.
-  absl::Status Schedule(std::unique_ptr<BatchTask>* task);
+  //
+  // With `may_run_inline`, a task that finds the instance idle, nothing
+  // queued, and no reason to wait for company (no max_queue_delay, or it
+  // fills a batch alone) runs on the caller's thread and is completed before
+  // Schedule returns. A lone request then skips two thread wake-ups (to the
+  // batch thread and back), which were most of the per-request overhead on a
+  // small model. What it changes nothing for: tasks that arrive meanwhile
+  // queue and leave together once the instance is free, as they would behind
+  // a batch thread's run. Callers whose thread must not block on a forward
+  // pass (a stream reading its next request) pass false.
+  absl::Status Schedule(std::unique_ptr<BatchTask>* task, bool may_run_inline = false);
 
   // Queued plus executing rows: what "least loaded" compares.
   int64_t load() const;
@@ -95,7 +106,7 @@ class Batcher {
   bool full() const;
 
   // Refuses new tasks, completes queued ones with UNAVAILABLE, waits for the
-  // running batch and joins the thread. Idempotent.
+  // running batch (on either thread) and joins the thread. Idempotent.
   void Shutdown();
 
  private:
@@ -104,6 +115,8 @@ class Batcher {
   // the instance's last free moment, with delay_from_free) plus the delay.
   absl::Time DelayEnd() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Loop();
+  // Completes the cancelled and the expired tasks of `batch` and returns the rest.
+  Batch DropDead(Batch batch);
 
   const Options options_;
   const BatchFn run_batch_;
@@ -114,6 +127,10 @@ class Batcher {
   int64_t queued_rows_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t running_rows_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The instance is computing, on the batch thread or on a caller's.
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  // Tasks running on callers' threads; Shutdown() waits for them.
+  int inline_runs_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time free_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // Tasks at the front of the queue that were already queued when the last
   // batch was formed (they did not fit in it).

@@ -28,6 +28,10 @@ struct InferCall {
   // From the transport's metadata (gRPC: "x-routing-key"); a request
   // parameter "routing_key" takes precedence. Empty: none.
   std::string routing_key;
+  // The transport's thread may run the forward pass itself when the model
+  // is idle (Batcher::Schedule's may_run_inline): a unary call's handler
+  // has nothing else to do meanwhile; a stream's reader has.
+  bool may_run_inline = false;
 };
 
 class InferTask : public BatchTask {

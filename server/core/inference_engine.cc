@@ -94,10 +94,11 @@ absl::Status InferenceEngine::Submit(const inference::ModelInferRequest& request
       repository_->Find(request.model_name(), request.model_version());
   if (!served.ok()) return served.status();
   ModelVersion& model = **served;
+  const bool may_run_inline = call.may_run_inline;
   absl::StatusOr<std::unique_ptr<BatchTask>> task =
       MakeTask(model, model.metrics()->direct(), request, response, std::move(call), received);
   if (!task.ok()) return task.status();
-  return Schedule(model, *model.metrics()->direct(), *std::move(task), received);
+  return Schedule(model, *model.metrics()->direct(), *std::move(task), received, may_run_inline);
 }
 
 absl::StatusOr<std::unique_ptr<BatchTask>> InferenceEngine::MakeTask(ModelVersion& model,
@@ -145,8 +146,8 @@ absl::StatusOr<std::unique_ptr<BatchTask>> InferenceEngine::MakeTask(ModelVersio
 }
 
 absl::Status InferenceEngine::Schedule(ModelVersion& model, RequestMetrics& metrics, std::unique_ptr<BatchTask> task,
-                                       absl::Time received) {
-  absl::Status scheduled = model.Schedule(&task);
+                                       absl::Time received, bool may_run_inline) {
+  absl::Status scheduled = model.Schedule(&task, may_run_inline);
   if (!scheduled.ok()) metrics.RecordRequest(scheduled.code(), absl::ToDoubleSeconds(absl::Now() - received));
   return scheduled;
 }
@@ -191,17 +192,31 @@ absl::Status InferenceEngine::SubmitToExperiment(const CompiledExperiment& exper
       for (ShadowComparison* c : complete) c->Finish();
     };
   }
+  // The shadows' copies are made now: once the serving arm has answered,
+  // the request may be gone (its transport frees it with the call).
+  std::vector<std::pair<const RoutedArm*, std::unique_ptr<BatchTask>>> shadow_tasks;
+  for (auto& [shadow, comparison] : shadows) {
+    std::unique_ptr<BatchTask> copy = MakeShadowTask(*shadow, request, deadline, received, comparison);
+    if (copy != nullptr) shadow_tasks.emplace_back(shadow, std::move(copy));
+  }
+  const bool may_run_inline = call.may_run_inline;
   absl::StatusOr<std::unique_ptr<BatchTask>> task =
       MakeTask(*arm.model, arm.metrics, request, response, std::move(call), received);
   if (!task.ok()) return task.status();
-  if (absl::Status s = Schedule(*arm.model, *arm.metrics, *std::move(task), received); !s.ok()) return s;
-  for (auto& [shadow, comparison] : shadows) SubmitShadow(*shadow, request, deadline, received, comparison);
+  if (absl::Status s = Schedule(*arm.model, *arm.metrics, *std::move(task), received, may_run_inline); !s.ok()) {
+    return s;
+  }
+  // Never inline: a shadow must not hold the transport's thread.
+  for (auto& [shadow, copy] : shadow_tasks) {
+    Schedule(*shadow->model, shadow->shadow_metrics->requests(), std::move(copy), received, false).IgnoreError();
+  }
   return absl::OkStatus();
 }
 
-void InferenceEngine::SubmitShadow(const RoutedArm& shadow, const inference::ModelInferRequest& request,
-                                   absl::Time deadline, absl::Time received,
-                                   std::shared_ptr<ShadowComparison> comparison) {
+std::unique_ptr<BatchTask> InferenceEngine::MakeShadowTask(const RoutedArm& shadow,
+                                                           const inference::ModelInferRequest& request,
+                                                           absl::Time deadline, absl::Time received,
+                                                           std::shared_ptr<ShadowComparison> comparison) {
   auto response = std::make_shared<inference::ModelInferResponse>();
   InferCall call;
   call.deadline = deadline;
@@ -209,11 +224,11 @@ void InferenceEngine::SubmitShadow(const RoutedArm& shadow, const inference::Mod
     if (comparison->SetShadow(status, *response)) comparison->Finish();
   };
   // Refusals (queue full, a request this model rejects) are recorded in the
-  // shadow's metrics by MakeTask and Schedule, and go no further.
+  // shadow's metrics by MakeTask, and go no further.
   absl::StatusOr<std::unique_ptr<BatchTask>> task =
       MakeTask(*shadow.model, shadow.shadow_metrics->shared_requests(), request, response.get(), std::move(call),
                received);
-  if (task.ok()) Schedule(*shadow.model, shadow.shadow_metrics->requests(), *std::move(task), received).IgnoreError();
+  return task.ok() ? *std::move(task) : nullptr;
 }
 
 absl::Status InferenceEngine::LoadExperiments(const std::filesystem::path& root, std::vector<absl::Status>* failures) {

@@ -96,13 +96,15 @@ class InferenceEngine {
   absl::StatusOr<std::shared_ptr<ModelVersion>> Describing(absl::string_view name, absl::string_view version,
                                                            bool* experiment) const;
   absl::Status Schedule(ModelVersion& model, RequestMetrics& metrics, std::unique_ptr<BatchTask> task,
-                        absl::Time received);
+                        absl::Time received, bool may_run_inline);
   absl::Status SubmitToExperiment(const CompiledExperiment& experiment, const inference::ModelInferRequest& request,
                                   inference::ModelInferResponse* response, InferCall call, absl::Time received);
-  // Queues a copy of `request` on the shadow arm; its outcome goes only to
-  // the shadow's metrics and `comparison`.
-  void SubmitShadow(const RoutedArm& shadow, const inference::ModelInferRequest& request, absl::Time deadline,
-                    absl::Time received, std::shared_ptr<ShadowComparison> comparison);
+  // A task for the shadow arm holding its own copy of `request`'s inputs;
+  // its outcome goes only to the shadow's metrics and `comparison`. Null
+  // when the shadow refuses the request (recorded in its metrics).
+  std::unique_ptr<BatchTask> MakeShadowTask(const RoutedArm& shadow, const inference::ModelInferRequest& request,
+                                            absl::Time deadline, absl::Time received,
+                                            std::shared_ptr<ShadowComparison> comparison);
 
   // Experiments of experiments.pbtxt that failed (models: the repository's index).
   std::atomic<size_t> failed_loads_;

@@ -70,7 +70,7 @@ const std::string& ModelVersion::device() const { return instances_.front().mode
 
 ModelFormat ModelVersion::format() const { return instances_.front().model->format(); }
 
-absl::Status ModelVersion::Schedule(std::unique_ptr<BatchTask>* task) {
+absl::Status ModelVersion::Schedule(std::unique_ptr<BatchTask>* task, bool may_run_inline) {
   Batcher* best = nullptr;
   int64_t best_load = 0;
   for (const Instance& instance : instances_) {
@@ -80,7 +80,7 @@ absl::Status ModelVersion::Schedule(std::unique_ptr<BatchTask>* task) {
       best_load = load;
     }
   }
-  return best->Schedule(task);
+  return best->Schedule(task, may_run_inline);
 }
 
 bool ModelVersion::full() const {

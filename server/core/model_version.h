@@ -37,7 +37,7 @@ class ModelVersion {
   ModelFormat format() const;
 
   // Hands the task to the least-loaded instance; Batcher::Schedule's contract.
-  absl::Status Schedule(std::unique_ptr<BatchTask>* task);
+  absl::Status Schedule(std::unique_ptr<BatchTask>* task, bool may_run_inline = false);
 
   // Every instance's queue is at its max_queue_size.
   bool full() const;

@@ -92,6 +92,9 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   }
   call.is_cancelled = [ctx] { return ctx->IsCancelled(); };
   call.done = [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); };
+  // gRPC's callback pool adds threads when its own are all busy, so a
+  // handler may compute; `req` lives until the reactor is done.
+  call.may_run_inline = true;
   absl::Status submitted = engine_->Submit(*req, resp, std::move(call));
   if (!submitted.ok()) reactor->Finish(ToGrpcStatus(submitted));  // the engine did not take the call
   return reactor;

@@ -1,6 +1,8 @@
 // The Open Inference Protocol (KServe v2) service: a thin callback-API adapter
-// over InferenceEngine. No handler blocks a gRPC thread: ModelInfer returns
-// at once and the batch thread finishes the call.
+// over InferenceEngine. ModelInfer hands its call to the model's batch
+// thread, except when the instance is idle: then the handler's thread runs
+// the forward pass itself (Batcher::Schedule's may_run_inline). Every other
+// handler answers at once.
 #ifndef DYTSERVE_SERVER_GRPC_INFERENCE_SERVICE_H_
 #define DYTSERVE_SERVER_GRPC_INFERENCE_SERVICE_H_
 

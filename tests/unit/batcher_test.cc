@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -413,6 +414,133 @@ TEST(Batcher, RowsNeverExceedMaxBatchSize) {
   int64_t total = 0;
   for (int64_t size : sizes) total += size;
   EXPECT_EQ(total, 12);
+}
+
+TEST(Batcher, AnIdleInstanceRunsAnInlineTaskOnTheCallersThread) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::thread::id ran_on;
+  Batcher::Options options;
+  options.max_batch_size = 4;
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    ran_on = std::this_thread::get_id();
+    for (auto& t : batch) t->Complete(absl::OkStatus());
+  });
+  std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&task, /*may_run_inline=*/true).ok());
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(log, std::vector<absl::StatusCode>{absl::StatusCode::kOk}) << "completed before Schedule returned";
+  }
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(batcher.load(), 0);
+
+  // An expired task is answered on the spot, without a forward pass.
+  ran_on = std::thread::id();
+  std::unique_ptr<BatchTask> late = std::make_unique<FakeTask>(1, &log, &mu, absl::Now() - absl::Seconds(1));
+  ASSERT_TRUE(batcher.Schedule(&late, true).ok());
+  EXPECT_EQ(ran_on, std::thread::id());
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(log.back(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(Batcher, TasksArrivingDuringAnInlineRunQueueAndLeaveTogether) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  absl::Notification started, release;
+  std::vector<int64_t> batch_rows;  // guarded by mu
+  Batcher::Options options;
+  options.max_batch_size = 4;
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    if (!started.HasBeenNotified()) started.Notify();
+    release.WaitForNotification();
+    int64_t rows = 0;
+    for (auto& t : batch) rows += t->rows();
+    {
+      absl::MutexLock lock(&mu);
+      batch_rows.push_back(rows);
+    }
+    for (auto& t : batch) t->Complete(absl::OkStatus());
+  });
+  std::thread caller([&] {
+    std::unique_ptr<BatchTask> first = std::make_unique<FakeTask>(1, &log, &mu);
+    EXPECT_TRUE(batcher.Schedule(&first, true).ok());
+  });
+  started.WaitForNotification();  // `caller` is computing its task itself
+  EXPECT_EQ(batcher.load(), 1);
+  for (int i = 0; i < 2; ++i) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(1, &log, &mu);
+    ASSERT_TRUE(batcher.Schedule(&task, true).ok()) << "the busy instance queues it instead";
+    EXPECT_EQ(task, nullptr);
+  }
+  EXPECT_EQ(batcher.queue_depth(), 2u) << "the batch thread waits for the inline run";
+  release.Notify();
+  caller.join();
+  for (int i = 0; i < 3000; ++i) {
+    {
+      absl::MutexLock lock(&mu);
+      if (log.size() == 3) break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(batch_rows, (std::vector<int64_t>{1, 2}));
+}
+
+TEST(Batcher, AQueueDelayKeepsTasksOffTheCallersThread) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::atomic<int> batches{0};
+  Batcher::Options options;
+  options.max_batch_size = 4;
+  options.max_queue_delay = absl::Hours(1);
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    ++batches;
+    for (auto& t : batch) t->Complete(absl::OkStatus());
+  });
+  // The delay means "wait for company": a lone row queues.
+  std::unique_ptr<BatchTask> one = std::make_unique<FakeTask>(1, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&one, true).ok());
+  EXPECT_EQ(batcher.queue_depth(), 1u);
+  // A task that fills a batch alone has no company to wait for, but one is
+  // queued ahead of it: it queues too, and the two leave in order.
+  std::unique_ptr<BatchTask> full = std::make_unique<FakeTask>(4, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&full, true).ok());
+  for (int i = 0; i < 3000 && batches.load() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(batches.load(), 2);
+  // With nothing queued, a full batch runs at once on the caller's thread.
+  std::unique_ptr<BatchTask> alone = std::make_unique<FakeTask>(4, &log, &mu);
+  ASSERT_TRUE(batcher.Schedule(&alone, true).ok());
+  EXPECT_EQ(batches.load(), 3);
+}
+
+TEST(Batcher, ShutdownWaitsForAnInlineRun) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  absl::Notification started, release;
+  std::atomic<bool> finished{false};
+  Batcher::Options options;
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    started.Notify();
+    release.WaitForNotification();
+    finished = true;
+    for (auto& t : batch) t->Complete(absl::OkStatus());
+  });
+  std::thread caller([&] {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(1, &log, &mu);
+    EXPECT_TRUE(batcher.Schedule(&task, true).ok());
+  });
+  started.WaitForNotification();
+  std::thread stopper([&] {
+    batcher.Shutdown();
+    EXPECT_TRUE(finished.load()) << "Shutdown returned while a caller still ran the model";
+  });
+  absl::SleepFor(absl::Milliseconds(50));
+  release.Notify();
+  stopper.join();
+  caller.join();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(log, std::vector<absl::StatusCode>{absl::StatusCode::kOk});
 }
 
 }  // namespace
