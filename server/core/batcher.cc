@@ -24,7 +24,8 @@ absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task, bool may_run_in
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the model is shutting down");
-    run_here = may_run_inline && !busy_ && queue_.empty() &&
+    run_here = may_run_inline && !busy_ && queue_.empty() && recent_run_ <= options_.inline_up_to &&
+               options_.inline_up_to > absl::ZeroDuration() &&
                (options_.max_queue_delay == absl::ZeroDuration() || rows >= options_.max_batch_size);
     if (run_here) {
       busy_ = true;
@@ -46,9 +47,9 @@ absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task, bool may_run_in
   }
   Batch batch;
   batch.push_back(std::move(*task));
-  batch = DropDead(std::move(batch));
-  if (!batch.empty()) run_batch_(std::move(batch));
+  const absl::Duration took = Run(std::move(batch));
   absl::MutexLock lock(&mu_);
+  NoteRun(took);
   busy_ = false;
   running_rows_ = 0;
   --inline_runs_;
@@ -126,13 +127,26 @@ void Batcher::Loop() {
     }
     if (options_.on_queue_change) options_.on_queue_change(-static_cast<int64_t>(batch.size()));
 
-    Batch live = DropDead(std::move(batch));
-    if (!live.empty()) run_batch_(std::move(live));
+    const absl::Duration took = Run(std::move(batch));
     absl::MutexLock lock(&mu_);
+    NoteRun(took);
     running_rows_ = 0;
     busy_ = false;
     free_since_ = options_.clock->Now();
   }
+}
+
+absl::Duration Batcher::Run(Batch batch) {
+  Batch live = DropDead(std::move(batch));
+  if (live.empty()) return absl::ZeroDuration();
+  const absl::Time start = absl::Now();
+  run_batch_(std::move(live));
+  return absl::Now() - start;
+}
+
+void Batcher::NoteRun(absl::Duration took) {
+  if (took == absl::ZeroDuration()) return;  // nothing ran
+  recent_run_ = recent_run_ == absl::InfiniteDuration() ? took : (recent_run_ * 4 + took) / 5;
 }
 
 Batcher::Batch Batcher::DropDead(Batch batch) {

@@ -67,6 +67,12 @@ class Batcher {
     bool delay_from_free = false;
     // Tasks waiting; 0 means unbounded.
     size_t max_queue_size = 0;
+    // Schedule's may_run_inline applies only while this instance's recent
+    // runs (a moving average of run_batch's wall time) take at most this:
+    // the caller's thread may be the one that reads every connection (gRPC's
+    // callback threads), and must not stall them for a real model's forward
+    // pass. Zero turns inline runs off.
+    absl::Duration inline_up_to = absl::Microseconds(150);
     // Not owned; must outlive the batcher. Tests pass a FakeClock.
     Clock* clock = RealClock::Get();
     // Told how many tasks joined (+) or left (-) the queue, outside the lock;
@@ -88,9 +94,9 @@ class Batcher {
   // UNAVAILABLE after Shutdown(), INVALID_ARGUMENT for rows out of range.
   //
   // With `may_run_inline`, a task that finds the instance idle, nothing
-  // queued, and no reason to wait for company (no max_queue_delay, or it
-  // fills a batch alone) runs on the caller's thread and is completed before
-  // Schedule returns. A lone request then skips two thread wake-ups (to the
+  // queued, no reason to wait for company (no max_queue_delay, or it fills a
+  // batch alone), and recent runs no longer than Options::inline_up_to, runs
+  // on the caller's thread and is completed before Schedule returns. A lone request then skips two thread wake-ups (to the
   // batch thread and back), which were most of the per-request overhead on a
   // small model. What it changes nothing for: tasks that arrive meanwhile
   // queue and leave together once the instance is free, as they would behind
@@ -117,6 +123,9 @@ class Batcher {
   void Loop();
   // Completes the cancelled and the expired tasks of `batch` and returns the rest.
   Batch DropDead(Batch batch);
+  // Runs the live tasks of `batch`; returns how long run_batch took.
+  absl::Duration Run(Batch batch);
+  void NoteRun(absl::Duration took) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const BatchFn run_batch_;
@@ -131,6 +140,9 @@ class Batcher {
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
   // Tasks running on callers' threads; Shutdown() waits for them.
   int inline_runs_ ABSL_GUARDED_BY(mu_) = 0;
+  // Moving average of run_batch's wall time; unknown (infinite) until the
+  // first run, which therefore never runs inline.
+  absl::Duration recent_run_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
   absl::Time free_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // Tasks at the front of the queue that were already queued when the last
   // batch was formed (they did not fit in it).

@@ -1,5 +1,7 @@
 #include "server/core/inference_engine.h"
 
+#include <cstring>
+
 #include <algorithm>
 
 #include "absl/random/random.h"
@@ -72,12 +74,36 @@ absl::StatusOr<std::string> RoutingKey(const inference::ModelInferRequest& reque
   return it->second.string_param();
 }
 
+// Arg-max over the last dim of the first output's first vector (a
+// classifier's first row of scores); -1 when it is not FP32 scores.
+int64_t TopOneOfFirstOutput(const inference::ModelInferResponse& response) {
+  if (response.outputs_size() == 0 || response.raw_output_contents_size() == 0) return -1;
+  const auto& output = response.outputs(0);
+  if (output.datatype() != "FP32" || output.shape_size() < 2) return -1;
+  const int64_t width = output.shape(output.shape_size() - 1);
+  const std::string& raw = response.raw_output_contents(0);
+  if (width < 1 || raw.size() < static_cast<size_t>(width) * sizeof(float)) return -1;
+  int64_t best = 0;
+  float best_value = 0;
+  for (int64_t i = 0; i < width; ++i) {
+    float v;
+    std::memcpy(&v, raw.data() + i * sizeof(float), sizeof(float));
+    if (i == 0 || v > best_value) {
+      best = i;
+      best_value = v;
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
 InferenceEngine::InferenceEngine(Options options, std::unique_ptr<ModelRepository> repository,
                                  ServerMetrics* metrics)
     : options_(std::move(options)),
       repository_(std::move(repository)),
+      metrics_(metrics),
+      feedback_(FeedbackStore::Options{options_.feedback_capacity, options_.feedback_ttl, RealClock::Get()}),
       failed_loads_(0),
       router_(repository_.get(), metrics) {}
 
@@ -95,9 +121,12 @@ absl::Status InferenceEngine::Submit(const inference::ModelInferRequest& request
   if (!served.ok()) return served.status();
   ModelVersion& model = **served;
   const bool may_run_inline = call.may_run_inline;
+  std::string id = request.id().empty() ? NewRequestId() : request.id();
+  RememberOnAnswer(id, Served{"", "", model.spec().name, model.version_string(), -1}, response, &call);
   absl::StatusOr<std::unique_ptr<BatchTask>> task =
       MakeTask(model, model.metrics()->direct(), request, response, std::move(call), received);
   if (!task.ok()) return task.status();
+  response->set_id(std::move(id));
   return Schedule(model, *model.metrics()->direct(), *std::move(task), received, may_run_inline);
 }
 
@@ -200,9 +229,13 @@ absl::Status InferenceEngine::SubmitToExperiment(const CompiledExperiment& exper
     if (copy != nullptr) shadow_tasks.emplace_back(shadow, std::move(copy));
   }
   const bool may_run_inline = call.may_run_inline;
+  std::string id = request.id().empty() ? NewRequestId() : request.id();
+  RememberOnAnswer(id, Served{name, arm.name, arm.model->spec().name, arm.model->version_string(), -1}, response,
+                   &call);
   absl::StatusOr<std::unique_ptr<BatchTask>> task =
       MakeTask(*arm.model, arm.metrics, request, response, std::move(call), received);
   if (!task.ok()) return task.status();
+  response->set_id(std::move(id));
   if (absl::Status s = Schedule(*arm.model, *arm.metrics, *std::move(task), received, may_run_inline); !s.ok()) {
     return s;
   }
@@ -229,6 +262,43 @@ std::unique_ptr<BatchTask> InferenceEngine::MakeShadowTask(const RoutedArm& shad
       MakeTask(*shadow.model, shadow.shadow_metrics->shared_requests(), request, response.get(), std::move(call),
                received);
   return task.ok() ? *std::move(task) : nullptr;
+}
+
+void InferenceEngine::RememberOnAnswer(std::string id, Served served, inference::ModelInferResponse* response,
+                                       InferCall* call) {
+  if (!feedback_.enabled()) return;
+  call->done = [this, done = std::move(call->done), id = std::move(id), served = std::move(served),
+                response](absl::Status status) mutable {
+    if (status.ok()) {
+      served.top1 = TopOneOfFirstOutput(*response);
+      feedback_.Remember(std::move(id), std::move(served));
+    }
+    done(std::move(status));
+  };
+}
+
+absl::StatusOr<FeedbackResult> InferenceEngine::Feedback(absl::string_view id, const Outcome& outcome) {
+  if (absl::Status s = CheckOutcome(outcome); !s.ok()) return s;
+  if (id.empty()) return absl::InvalidArgumentError("id: empty; send the id of the response being judged");
+  Served served;
+  const FeedbackResult result = feedback_.Take(id, &served);
+  if (result != FeedbackResult::kRecorded) {
+    metrics_->RecordFeedback("", "", "", FeedbackResultName(result), 0);
+    return result;
+  }
+  switch (outcome.kind) {
+    case Outcome::Kind::kLabel:
+      metrics_->RecordFeedback(served.experiment, served.arm, served.model, served.top1 == outcome.label ? "correct" : "incorrect",
+                               0);
+      break;
+    case Outcome::Kind::kReward:
+      metrics_->RecordFeedback(served.experiment, served.arm, served.model, "reward", outcome.number);
+      break;
+    case Outcome::Kind::kValue:
+      metrics_->RecordFeedback(served.experiment, served.arm, served.model, "value", outcome.number);
+      break;
+  }
+  return result;
 }
 
 absl::Status InferenceEngine::LoadExperiments(const std::filesystem::path& root, std::vector<absl::Status>* failures) {

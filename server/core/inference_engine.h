@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "inference/grpc_service.pb.h"
+#include "server/core/feedback.h"
 #include "server/core/infer_task.h"
 #include "server/core/model_repository.h"
 #include "server/core/router.h"
@@ -30,6 +31,10 @@ class InferenceEngine {
     // (max_batch_size) and the transport's message size.
     int64_t max_request_elements = 0;  // summed over its inputs
     int64_t max_request_rows = 0;
+    // Who served each answered request, for outcome feedback: at most this
+    // many ids (0: no feedback), each for this long.
+    size_t feedback_capacity = 100000;
+    absl::Duration feedback_ttl = absl::Hours(1);
   };
 
   // `metrics` must outlive the engine; the engine's router creates the
@@ -48,6 +53,9 @@ class InferenceEngine {
   // arm, the response names the arm's model and version and carries the
   // parameters "experiment" and "arm"; shadow arms get a copy whose outcome
   // is only measured.
+  //
+  // Every response carries an id: the request's, or a new random one. Who
+  // answered it is remembered for Feedback().
   absl::Status Submit(const inference::ModelInferRequest& request, inference::ModelInferResponse* response,
                       InferCall call);
 
@@ -55,6 +63,12 @@ class InferenceEngine {
   // listed in `failures` and, like a model that failed, keeps a strict
   // server unready. An unreadable or malformed file is the returned error.
   absl::Status LoadExperiments(const std::filesystem::path& root, std::vector<absl::Status>* failures);
+
+  // Credits an outcome reported later to whoever served request `id`, and
+  // counts it in dytserve_feedback_total. INVALID_ARGUMENT when the outcome
+  // is out of range; otherwise what became of it. Unknown, expired and
+  // duplicate ids are counted apart and credited to no arm.
+  absl::StatusOr<FeedbackResult> Feedback(absl::string_view id, const Outcome& outcome);
 
   // Repository control (Triton's explicit mode): see ModelRepository. Both
   // refresh the experiments, so arms follow the versions now served.
@@ -85,8 +99,14 @@ class InferenceEngine {
   void Shutdown();
 
  private:
+  // Wraps `call->done` so that an answered request's server is remembered
+  // under `id` before the transport answers (the response is gone after).
+  void RememberOnAnswer(std::string id, Served served, inference::ModelInferResponse* response, InferCall* call);
+
   const Options options_;
   std::unique_ptr<ModelRepository> repository_;
+  ServerMetrics* const metrics_;
+  FeedbackStore feedback_;
   absl::StatusOr<std::unique_ptr<BatchTask>> MakeTask(ModelVersion& model, std::shared_ptr<RequestMetrics> metrics,
                                                        const inference::ModelInferRequest& request,
                                                        inference::ModelInferResponse* response, InferCall call,

@@ -1,5 +1,7 @@
 #include "server/metrics/server_metrics.h"
 
+#include <map>
+
 #include "absl/strings/ascii.h"
 
 namespace dytserve {
@@ -159,7 +161,24 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
       auth_refusals_(prometheus::BuildCounter()
                          .Name("dytserve_auth_refusals_total")
                          .Help("Calls refused by a token check, by gRPC service and code.")
-                         .Register(*registry_)) {
+                         .Register(*registry_)),
+      feedback_(prometheus::BuildCounter()
+                    .Name("dytserve_feedback_total")
+                    .Help("Outcomes reported for served requests (Control/Feedback, POST /v2/feedback), by the "
+                          "experiment, arm and model that served them: correct or incorrect (a label against the "
+                          "top-1 prediction), reward, value; and, credited to none, unknown, expired or duplicate "
+                          "request ids.")
+                    .Register(*registry_)),
+      feedback_reward_(prometheus::BuildCounter()
+                           .Name("dytserve_feedback_reward_sum")
+                           .Help("Sum of the rewards (each in [0, 1]) reported per arm; divided by "
+                                 "dytserve_feedback_total{outcome=\"reward\"}: the mean reward.")
+                           .Register(*registry_)),
+      feedback_value_(prometheus::BuildGauge()
+                          .Name("dytserve_feedback_value_sum")
+                          .Help("Sum of the values reported per arm; divided by "
+                                "dytserve_feedback_total{outcome=\"value\"}: the mean value.")
+                          .Register(*registry_)) {
   prometheus::BuildGauge()
       .Name("dytserve_build_info")
       .Help("Build facts of this server; the value is always 1.")
@@ -248,6 +267,16 @@ void ServerMetrics::SetDytRewrite(const std::string& model, const std::string& v
 
 void ServerMetrics::SetLoadSeconds(const std::string& model, const std::string& version, double seconds) {
   load_seconds_.Add({{"model", model}, {"version", version}}).Set(seconds);
+}
+
+void ServerMetrics::RecordFeedback(const std::string& experiment, const std::string& arm, const std::string& model,
+                                   absl::string_view outcome, double amount) {
+  const std::map<std::string, std::string> labels = {{"experiment", experiment}, {"arm", arm}, {"model", model}};
+  std::map<std::string, std::string> with_outcome = labels;
+  with_outcome["outcome"] = std::string(outcome);
+  feedback_.Add(with_outcome).Increment();
+  if (outcome == "reward") feedback_reward_.Add(labels).Increment(amount);
+  if (outcome == "value") feedback_value_.Add(labels).Increment(amount);
 }
 
 }  // namespace dytserve

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -131,6 +132,11 @@ class ServerMetrics {
                                            const std::string& experiment, const std::string& arm,
                                            const std::vector<std::string>& outputs);
   // The counter of calls to `service` refused by its token check with `code`.
+  // One outcome reported for a served request: `outcome` is correct,
+  // incorrect, reward or value (credited to the arm), or unknown, expired or
+  // duplicate (credited to none). `amount`: the reward or value.
+  void RecordFeedback(const std::string& experiment, const std::string& arm, const std::string& model,
+                      absl::string_view outcome, double amount);
   prometheus::Counter& AuthRefusals(const std::string& service, const std::string& code) {
     return auth_refusals_.Add({{"service", service}, {"code", code}});
   }
@@ -164,6 +170,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& shadow_top1_comparisons_;
   prometheus::Family<prometheus::Counter>& shadow_mismatches_;
   prometheus::Family<prometheus::Counter>& auth_refusals_;
+  prometheus::Family<prometheus::Counter>& feedback_;
+  prometheus::Family<prometheus::Counter>& feedback_reward_;
+  prometheus::Family<prometheus::Gauge>& feedback_value_;
 
   std::shared_ptr<RequestMetrics> MakeRequestMetrics(const prometheus::Labels& labels,
                                                      prometheus::Family<prometheus::Counter>& requests,

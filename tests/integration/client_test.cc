@@ -2,17 +2,23 @@
 // starts real servers on loopback over a one-model repository.
 #include <signal.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
 #include "support/async_requests.h"
@@ -109,6 +115,70 @@ TEST_F(ClientTest, KillingAReplicaMidRunLosesNothingWithRetries) {
       EXPECT_LE(failed, kWindow);
     }
   }
+}
+
+// A rolling update: each of 3 replicas in turn gets SIGTERM (it drains) and
+// a new server starts on its port, while an open-loop sender keeps calling
+// through the client library. Every call must end OK: the draining replica
+// answers what it accepted and refuses the rest with UNAVAILABLE, which the
+// client retries on another replica.
+TEST_F(ClientTest, RollingRestartOfThreeReplicasUnderOpenLoopLoadLosesNothing) {
+  std::unique_ptr<ServerProcess> servers[3] = {Start({"--shutdown_grace_s=20"}), Start({"--shutdown_grace_s=20"}),
+                                               Start({"--shutdown_grace_s=20"})};
+  ASSERT_TRUE(servers[0] && servers[1] && servers[2]);
+  ClientOptions options;
+  for (auto& s : servers) options.endpoints.push_back(s->grpc_address());
+  options.max_attempts = 5;
+  std::unique_ptr<Client> client = *Client::Create(options);
+  ASSERT_EQ(SendMany(*client, 30, 4), 0);
+
+  struct Tally {
+    absl::Mutex mu;
+    std::map<absl::StatusCode, int> codes ABSL_GUARDED_BY(mu);
+    std::vector<std::string> failures ABSL_GUARDED_BY(mu);
+    int outstanding ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto tally = std::make_shared<Tally>();
+  std::atomic<bool> stop{false};
+  const std::vector<Tensor> image = Image();
+  std::thread sender([&] {
+    // Open loop: one call every 4 ms whatever the answers do.
+    absl::Time next = absl::Now();
+    while (!stop.load()) {
+      {
+        absl::MutexLock lock(&tally->mu);
+        ++tally->outstanding;
+      }
+      client->InferAsync("vit_ln", image, {}, [tally](absl::StatusOr<InferResult> r) {
+        absl::MutexLock lock(&tally->mu);
+        ++tally->codes[r.status().code()];
+        if (!r.ok() && tally->failures.size() < 5) tally->failures.push_back(r.status().ToString());
+        --tally->outstanding;
+      });
+      next += absl::Milliseconds(4);
+      absl::SleepFor(next - absl::Now());
+    }
+  });
+  for (int i = 0; i < 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(700));
+    const std::string address = servers[i]->grpc_address();
+    const std::string port = address.substr(address.rfind(':') + 1);
+    EXPECT_EQ(servers[i]->Stop(SIGTERM, absl::Seconds(60)), 0) << servers[i]->Stderr();
+    servers[i] = Start({"--shutdown_grace_s=20", absl::StrCat("--grpc_port=", port)});
+    ASSERT_NE(servers[i], nullptr) << "replica " << i << " did not come back on port " << port;
+  }
+  absl::SleepFor(absl::Milliseconds(700));
+  stop = true;
+  sender.join();
+  absl::MutexLock lock(&tally->mu);
+  ASSERT_TRUE(tally->mu.AwaitWithTimeout(
+      absl::Condition(+[](Tally* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu) { return t->outstanding == 0; }, tally.get()),
+      absl::Seconds(120)));
+  int total = 0;
+  for (const auto& [code, count] : tally->codes) total += count;
+  std::printf("rolling restart of 3 replicas: %d calls, %d OK\n", total, tally->codes[absl::StatusCode::kOk]);
+  EXPECT_EQ(tally->codes[absl::StatusCode::kOk], total) << "first failures: " << absl::StrJoin(tally->failures, "; ");
+  EXPECT_GT(total, 500);
 }
 
 TEST_F(ClientTest, DefaultDeadlineApplies) {

@@ -36,11 +36,12 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::s
 
   args.insert(args.begin(), binary);
   args.push_back("--host=127.0.0.1");
-  args.push_back("--grpc_port=0");
-  args.push_back("--metrics_port=0");
-  // REST on a port of the OS's choosing too, unless the test chose (-1: none).
-  if (std::none_of(args.begin(), args.end(), [](const std::string& a) { return absl::StartsWith(a, "--http_port="); })) {
-    args.push_back("--http_port=0");
+  // Every port of the OS's choosing, unless the test chose (a restart on the
+  // same port; --http_port=-1: no REST).
+  for (const char* flag : {"--grpc_port=", "--metrics_port=", "--http_port="}) {
+    if (std::none_of(args.begin(), args.end(), [flag](const std::string& a) { return absl::StartsWith(a, flag); })) {
+      args.push_back(absl::StrCat(flag, "0"));
+    }
   }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

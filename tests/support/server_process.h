@@ -15,9 +15,9 @@ namespace dytserve::testing {
 
 class ServerProcess {
  public:
-  // Runs `binary` with `args` plus --host=127.0.0.1 --grpc_port=0
-  // --metrics_port=0 (and --http_port=0 unless `args` set it), and waits for
-  // its "dytserve listening" line.
+  // Runs `binary` with `args` plus --host=127.0.0.1 and, for each of
+  // --grpc_port, --metrics_port and --http_port that `args` does not set, 0
+  // (the OS chooses), and waits for its "dytserve listening" line.
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(const std::string& binary,
                                                               std::vector<std::string> args,
                                                               absl::Duration timeout = absl::Seconds(120));

@@ -422,6 +422,7 @@ TEST(Batcher, AnIdleInstanceRunsAnInlineTaskOnTheCallersThread) {
   std::thread::id ran_on;
   Batcher::Options options;
   options.max_batch_size = 4;
+  options.inline_up_to = absl::InfiniteDuration();  // even before a first run is timed
   Batcher batcher(options, [&](Batcher::Batch batch) {
     ran_on = std::this_thread::get_id();
     for (auto& t : batch) t->Complete(absl::OkStatus());
@@ -451,6 +452,7 @@ TEST(Batcher, TasksArrivingDuringAnInlineRunQueueAndLeaveTogether) {
   std::vector<int64_t> batch_rows;  // guarded by mu
   Batcher::Options options;
   options.max_batch_size = 4;
+  options.inline_up_to = absl::InfiniteDuration();
   Batcher batcher(options, [&](Batcher::Batch batch) {
     if (!started.HasBeenNotified()) started.Notify();
     release.WaitForNotification();
@@ -494,6 +496,7 @@ TEST(Batcher, AQueueDelayKeepsTasksOffTheCallersThread) {
   Batcher::Options options;
   options.max_batch_size = 4;
   options.max_queue_delay = absl::Hours(1);
+  options.inline_up_to = absl::InfiniteDuration();
   Batcher batcher(options, [&](Batcher::Batch batch) {
     ++batches;
     for (auto& t : batch) t->Complete(absl::OkStatus());
@@ -520,6 +523,7 @@ TEST(Batcher, ShutdownWaitsForAnInlineRun) {
   absl::Notification started, release;
   std::atomic<bool> finished{false};
   Batcher::Options options;
+  options.inline_up_to = absl::InfiniteDuration();
   Batcher batcher(options, [&](Batcher::Batch batch) {
     started.Notify();
     release.WaitForNotification();
@@ -541,6 +545,28 @@ TEST(Batcher, ShutdownWaitsForAnInlineRun) {
   caller.join();
   absl::MutexLock lock(&mu);
   EXPECT_EQ(log, std::vector<absl::StatusCode>{absl::StatusCode::kOk});
+}
+
+TEST(Batcher, AModelSlowerThanInlineUpToStaysOnTheBatchThread) {
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> log;
+  std::atomic<int> on_caller{0}, runs{0};
+  Batcher::Options options;
+  options.inline_up_to = absl::Milliseconds(1);
+  Batcher batcher(options, [&](Batcher::Batch batch) {
+    absl::SleepFor(absl::Milliseconds(5));  // a real model's forward pass
+    for (auto& t : batch) t->Complete(absl::OkStatus());
+    ++runs;
+  });
+  for (int i = 0; i < 3; ++i) {
+    std::unique_ptr<BatchTask> task = std::make_unique<FakeTask>(1, &log, &mu);
+    ASSERT_TRUE(batcher.Schedule(&task, true).ok());
+    // Inline, the run would be over by now; on the batch thread it is not.
+    if (runs.load() == i + 1) ++on_caller;
+    for (int w = 0; w < 3000 && runs.load() < i + 1; ++w) absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(runs.load(), 3);
+  EXPECT_EQ(on_caller.load(), 0) << "the first run is untimed and the others took 5 ms: none may run inline";
 }
 
 }  // namespace
