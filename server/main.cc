@@ -76,6 +76,12 @@ ABSL_FLAG(std::string, admin_token_file, "",
 ABSL_FLAG(std::string, inference_token_file, "",
           "File holding the bearer token inference calls must send (liveness, readiness and health stay open); "
           "empty: no check");
+ABSL_FLAG(std::string, feedback_token_file, "",
+          "File holding the bearer token outcome feedback (Control/Feedback, POST /v2/feedback) must send; "
+          "separate from the admin token; empty: no check");
+ABSL_FLAG(int64_t, feedback_capacity, 100000,
+          "Answered requests remembered for outcome feedback (who served them, their top-1); 0: no feedback");
+ABSL_FLAG(int, feedback_ttl_s, 3600, "Seconds after its answer that a request still takes feedback");
 ABSL_FLAG(int, max_connection_age_s, 0,
           "Close client connections after this many seconds (with a grace period for calls in flight), so "
           "clients re-resolve a headless Service and find new replicas; 0: never");
@@ -179,6 +185,7 @@ struct ServerOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   std::string admin_token;
   std::string inference_token;
+  std::string feedback_token;
   InferenceEngine::Options engine;
   int max_connection_age_s = 0;
   int malloc_trim_s = 0;
@@ -241,6 +248,12 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   o.engine.strict_readiness = absl::GetFlag(FLAGS_strict_readiness);
   o.engine.max_request_elements = absl::GetFlag(FLAGS_max_request_elements);
   o.engine.max_request_rows = absl::GetFlag(FLAGS_max_request_rows);
+  if (absl::GetFlag(FLAGS_feedback_capacity) < 0 || absl::GetFlag(FLAGS_feedback_capacity) > 100000000) {
+    return absl::InvalidArgumentError("--feedback_capacity must be in 0..100000000");
+  }
+  if (absl::GetFlag(FLAGS_feedback_ttl_s) < 1) return absl::InvalidArgumentError("--feedback_ttl_s must be >= 1");
+  o.engine.feedback_capacity = static_cast<size_t>(absl::GetFlag(FLAGS_feedback_capacity));
+  o.engine.feedback_ttl = absl::Seconds(absl::GetFlag(FLAGS_feedback_ttl_s));
   if (o.engine.max_request_elements < 0 || o.engine.max_request_rows < 0) {
     return absl::InvalidArgumentError("--max_request_elements and --max_request_rows must be >= 0");
   }
@@ -254,6 +267,9 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   absl::StatusOr<std::string> inference = LoadToken("--inference_token_file", absl::GetFlag(FLAGS_inference_token_file));
   if (!inference.ok()) return inference.status();
   o.inference_token = *std::move(inference);
+  absl::StatusOr<std::string> feedback = LoadToken("--feedback_token_file", absl::GetFlag(FLAGS_feedback_token_file));
+  if (!feedback.ok()) return feedback.status();
+  o.feedback_token = *std::move(feedback);
   return o;
 }
 
@@ -328,9 +344,12 @@ struct Services {
         inference_auth(o.inference_token, "inference.GRPCInferenceService", core.metrics.get()),
         rest_admin_auth(o.admin_token, "v2 HTTP repository", core.metrics.get()),
         rest_inference_auth(o.inference_token, "v2 HTTP", core.metrics.get()),
-        control(core.engine.get(), &admin_auth, o.drain_timeout, [this] { UpdateHealth(); }),
+        feedback_auth(o.feedback_token, "dytserve.v1.Control/Feedback", core.metrics.get()),
+        rest_feedback_auth(o.feedback_token, "v2 HTTP feedback", core.metrics.get()),
+        control(core.engine.get(), &admin_auth, &feedback_auth, o.drain_timeout, [this] { UpdateHealth(); }),
         inference(core.engine.get(), &inference_auth, &control),
-        rest(core.engine.get(), &rest_inference_auth, &rest_admin_auth, o.drain_timeout, [this] { UpdateHealth(); }),
+        rest(core.engine.get(), &rest_inference_auth, &rest_admin_auth, &rest_feedback_auth, o.drain_timeout,
+             [this] { UpdateHealth(); }),
         engine(core.engine.get()) {}
 
   // Every model's and experiment's serving status, and the server's.
@@ -349,6 +368,8 @@ struct Services {
   const TokenAuth inference_auth;
   const TokenAuth rest_admin_auth;
   const TokenAuth rest_inference_auth;
+  const TokenAuth feedback_auth;
+  const TokenAuth rest_feedback_auth;
   ControlService control;  // before `inference`, which serves Triton's repository calls through it
   InferenceService inference;
   RestService rest;

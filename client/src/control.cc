@@ -47,6 +47,28 @@ absl::Status OnEvery(Client::Impl& impl, Call call) {
 
 }  // namespace
 
+absl::StatusOr<bool> Client::Feedback(absl::string_view id, const FeedbackOutcome& outcome) {
+  v1::FeedbackRequest req;
+  req.set_id(std::string(id));
+  const int given = outcome.label.has_value() + outcome.reward.has_value() + outcome.value.has_value();
+  if (given != 1) return absl::InvalidArgumentError("Feedback: set exactly one of label, reward or value");
+  if (outcome.label) req.set_label(*outcome.label);
+  if (outcome.reward) req.set_reward(*outcome.reward);
+  if (outcome.value) req.set_value(*outcome.value);
+  for (size_t i = 0; i < impl_->control.size(); ++i) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, absl::ZeroDuration());
+    v1::FeedbackResponse resp;
+    absl::Status s = FromGrpc(impl_->control[i]->Feedback(&ctx, req, &resp));
+    if (!s.ok()) {
+      if (impl_->control.size() == 1) return s;
+      return absl::Status(s.code(), absl::StrCat(impl_->options.endpoints[i], ": ", s.message()));
+    }
+    if (resp.recorded()) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<Experiment> Client::CreateExperiment(const Experiment& experiment) {
   v1::CreateExperimentRequest req;
   ToProto(experiment, req.mutable_experiment());

@@ -72,6 +72,33 @@ grpc::ServerUnaryReactor* ControlService::DeleteExperiment(grpc::CallbackServerC
   });
 }
 
+grpc::ServerUnaryReactor* ControlService::Feedback(grpc::CallbackServerContext* ctx, const v1::FeedbackRequest* req,
+                                                   v1::FeedbackResponse* resp) {
+  return Answer(ctx, *feedback_, [&]() -> absl::Status {
+    Outcome outcome;
+    switch (req->outcome_case()) {
+      case v1::FeedbackRequest::kLabel:
+        outcome.kind = Outcome::Kind::kLabel;
+        outcome.label = req->label();
+        break;
+      case v1::FeedbackRequest::kReward:
+        outcome.kind = Outcome::Kind::kReward;
+        outcome.number = req->reward();
+        break;
+      case v1::FeedbackRequest::kValue:
+        outcome.kind = Outcome::Kind::kValue;
+        outcome.number = req->value();
+        break;
+      case v1::FeedbackRequest::OUTCOME_NOT_SET:
+        return absl::InvalidArgumentError("outcome: set one of label, reward or value");
+    }
+    absl::StatusOr<FeedbackResult> result = engine_->Feedback(req->id(), outcome);
+    if (!result.ok()) return result.status();
+    resp->set_recorded(*result == FeedbackResult::kRecorded);
+    return absl::OkStatus();
+  });
+}
+
 ControlService::~ControlService() {
   absl::MutexLock lock(&threads_mu_);
   for (std::thread& t : threads_) t.join();

@@ -22,11 +22,12 @@ class ControlService final : public v1::Control::CallbackService {
   // Neither is owned; both must outlive the service. `on_models_changed`
   // runs after every successful load, unload or experiment creation (health
   // statuses).
-  ControlService(InferenceEngine* engine, const TokenAuth* admin, absl::Duration drain_timeout,
-                 std::function<void()> on_models_changed)
+  ControlService(InferenceEngine* engine, const TokenAuth* admin, const TokenAuth* feedback,
+                 absl::Duration drain_timeout, std::function<void()> on_models_changed)
       : engine_(engine),
         router_(&engine->router()),
         admin_(admin),
+        feedback_(feedback),
         drain_timeout_(drain_timeout),
         on_models_changed_(std::move(on_models_changed)) {}
   // Joins the load/unload threads (gRPC has waited for their calls).
@@ -51,6 +52,8 @@ class ControlService final : public v1::Control::CallbackService {
                                       v1::LoadModelResponse* resp) override;
   grpc::ServerUnaryReactor* UnloadModel(grpc::CallbackServerContext* ctx, const v1::UnloadModelRequest* req,
                                         v1::UnloadModelResponse* resp) override;
+  grpc::ServerUnaryReactor* Feedback(grpc::CallbackServerContext* ctx, const v1::FeedbackRequest* req,
+                                     v1::FeedbackResponse* resp) override;
 
   // Shared with Triton's repository calls of inference.GRPCInferenceService.
   absl::Status CheckAdmin(const grpc::ServerContextBase& ctx) const { return admin_->Check(ctx); }
@@ -68,6 +71,7 @@ class ControlService final : public v1::Control::CallbackService {
   InferenceEngine* const engine_;
   Router* const router_;
   const TokenAuth* const admin_;
+  const TokenAuth* const feedback_;
   const absl::Duration drain_timeout_;
   const std::function<void()> on_models_changed_;
   absl::Mutex threads_mu_;

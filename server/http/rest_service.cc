@@ -123,6 +123,11 @@ void RestService::Handle(const HttpRequest& request, HttpRespond respond) {
     return respond(ok ? Json(json::object()) : HttpServer::Error(503, absl::StrCat("the server is not ", parts[2])));
   }
 
+  if (parts.size() == 2 && parts[1] == "feedback") {
+    if (!method_is({"POST"})) return;
+    if (absl::Status s = CheckToken(*feedback_auth_, request); !s.ok()) return respond(FromStatus(s));
+    return Feedback(request, std::move(respond));
+  }
   if (parts.size() >= 2 && parts[1] == "repository") {
     if (absl::Status s = CheckToken(*admin_auth_, request); !s.ok()) return respond(FromStatus(s));
     if (parts.size() == 3 && parts[2] == "index") {
@@ -270,6 +275,34 @@ void RestService::Infer(const HttpRequest& request, const std::string& model, co
   };
   absl::Status submitted = engine_->Submit(call->asked.request, &call->response, std::move(infer));
   if (!submitted.ok()) respond(FromStatus(submitted));
+}
+
+void RestService::Feedback(const HttpRequest& request, HttpRespond respond) {
+  const json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object()) return respond(HttpServer::Error(400, "body: must be a JSON object"));
+  auto id = body.find("id");
+  if (id == body.end() || !id->is_string()) return respond(HttpServer::Error(400, "id: must be a string"));
+  Outcome outcome;
+  int given = 0;
+  for (const auto& [key, value] : body.items()) {
+    if (key == "id") continue;
+    if (key == "label") {
+      if (!value.is_number_integer()) return respond(HttpServer::Error(400, "label: must be an integer"));
+      outcome.kind = Outcome::Kind::kLabel;
+      outcome.label = value.get<int64_t>();
+    } else if (key == "reward" || key == "value") {
+      if (!value.is_number()) return respond(HttpServer::Error(400, absl::StrCat(key, ": must be a number")));
+      outcome.kind = key == "reward" ? Outcome::Kind::kReward : Outcome::Kind::kValue;
+      outcome.number = value.get<double>();
+    } else {
+      return respond(HttpServer::Error(400, absl::StrCat(key, ": unknown field (id, label, reward, value)")));
+    }
+    ++given;
+  }
+  if (given != 1) return respond(HttpServer::Error(400, "outcome: give exactly one of label, reward or value"));
+  absl::StatusOr<FeedbackResult> result = engine_->Feedback(id->get<std::string>(), outcome);
+  if (!result.ok()) return respond(FromStatus(result.status()));
+  respond(Json(json{{"recorded", *result == FeedbackResult::kRecorded}}));
 }
 
 }  // namespace dytserve

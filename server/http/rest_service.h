@@ -31,10 +31,11 @@ class RestService {
   // None is owned; all must outlive the service. `on_models_changed` runs
   // after a load or unload.
   RestService(InferenceEngine* engine, const TokenAuth* inference_auth, const TokenAuth* admin_auth,
-              absl::Duration drain_timeout, std::function<void()> on_models_changed)
+              const TokenAuth* feedback_auth, absl::Duration drain_timeout, std::function<void()> on_models_changed)
       : engine_(engine),
         inference_auth_(inference_auth),
         admin_auth_(admin_auth),
+        feedback_auth_(feedback_auth),
         drain_timeout_(drain_timeout),
         on_models_changed_(std::move(on_models_changed)) {}
   // Joins the load/unload threads.
@@ -44,12 +45,16 @@ class RestService {
 
  private:
   void Infer(const HttpRequest& request, const std::string& model, const std::string& version, HttpRespond respond);
+  // POST /v2/feedback {"id": "...", "label": 3 | "reward": 0.7 | "value": 1.5}
+  // -> {"recorded": true|false}: Control/Feedback's twin.
+  void Feedback(const HttpRequest& request, HttpRespond respond);
   // Runs `work` on a thread of its own (a load takes seconds), then answers.
   void Background(std::function<absl::Status()> work, HttpRespond respond);
 
   InferenceEngine* const engine_;
   const TokenAuth* const inference_auth_;
   const TokenAuth* const admin_auth_;
+  const TokenAuth* const feedback_auth_;
   const absl::Duration drain_timeout_;
   const std::function<void()> on_models_changed_;
   absl::Mutex threads_mu_;

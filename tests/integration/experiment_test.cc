@@ -12,6 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include <algorithm>
+#include <utility>
+
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
@@ -29,6 +32,7 @@ namespace fs = std::filesystem;
 
 constexpr char kRepo[] = DYTSERVE_TEST_REPO;
 constexpr char kAdminToken[] = "s3cret-admin-token";
+constexpr char kFeedbackToken[] = "label-feed-token";
 
 fs::path TestDir() { return fs::temp_directory_path() / absl::StrCat("dytserve-experiments-", getpid()); }
 
@@ -105,8 +109,10 @@ experiments {
 }
 )";
     std::ofstream(dir / "admin.token") << kAdminToken << "\n";
+    std::ofstream(dir / "feedback.token") << kFeedbackToken << "\n";
     return {absl::StrCat("--model_repository=", dir.string()),
-            absl::StrCat("--admin_token_file=", (dir / "admin.token").string()), "--strict_readiness=false"};
+            absl::StrCat("--admin_token_file=", (dir / "admin.token").string()),
+            absl::StrCat("--feedback_token_file=", (dir / "feedback.token").string()), "--strict_readiness=false"};
   }
 
  protected:
@@ -292,6 +298,91 @@ TEST_F(ExperimentTest, LiveChangesUnderLoadFailNoRequest) {
   EXPECT_TRUE(client->DeleteExperiment("live").ok());
   // Deleted: the name is free again, and calling it is NOT_FOUND.
   EXPECT_EQ(client->Infer("live", Image()).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Labels arrive later, keyed by the response's id, and are credited to the
+// arm that served the request: correct when they match its top-1.
+TEST_F(ExperimentTest, FeedbackCreditsTheArmThatServedEachRequest) {
+  std::unique_ptr<Client> client = MakeClient();
+  std::unique_ptr<Client> feedback = MakeClient(kFeedbackToken);
+  ASSERT_TRUE(client && feedback);
+  const std::string before = Scrape();
+
+  // The server names requests that come without an id; a client's id is kept.
+  absl::StatusOr<InferResult> first = client->Infer("vit", Image());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->id.size(), 32u) << first->id;
+  InferOptions named;
+  named.request_id = "client-chosen-id-1";
+  absl::StatusOr<InferResult> second = client->Infer("vit", Image(), named);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->id, "client-chosen-id-1");
+
+  auto top1 = [](const InferResult& r) {
+    const Tensor* logits = r.Find("logits");
+    const std::vector<float> v = *logits->As<float>();
+    return static_cast<int64_t>(std::max_element(v.begin(), v.begin() + logits->shape.back()) - v.begin());
+  };
+  Client::FeedbackOutcome right, wrong;
+  right.label = top1(*first);
+  wrong.label = top1(*second) + 1;
+  EXPECT_EQ(*feedback->Feedback(first->id, right), true);
+  EXPECT_EQ(*feedback->Feedback(second->id, wrong), true);
+  EXPECT_EQ(*feedback->Feedback(first->id, right), false) << "a duplicate is not counted twice";
+  EXPECT_EQ(*feedback->Feedback("no-such-request", right), false);
+
+  // Feedback has its own token: the admin's does not open it, nor does none.
+  EXPECT_EQ(client->Feedback(first->id, right).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(MakeClient("")->Feedback(first->id, right).status().code(), absl::StatusCode::kUnauthenticated);
+  Client::FeedbackOutcome too_big;
+  too_big.reward = 1.5;
+  absl::StatusOr<bool> refused = feedback->Feedback(second->id, too_big);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("reward"), std::string::npos) << refused.status();
+
+  // REST: a reward for a third request, and bad bodies named.
+  absl::StatusOr<InferResult> third = client->Infer("vit", Image());
+  ASSERT_TRUE(third.ok());
+  const std::string bearer = absl::StrCat("Authorization: Bearer ", kFeedbackToken);
+  absl::StatusOr<testing::HttpResult> rest = testing::HttpCall(
+      server_->http_address(), "POST", "/v2/feedback", absl::StrCat(R"({"id":")", third->id, R"(","reward":0.75})"),
+      {bearer, "Content-Type: application/json"});
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->code, 200) << rest->body;
+  EXPECT_NE(rest->body.find("\"recorded\":true"), std::string::npos) << rest->body;
+  for (const auto& [body, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"id":"x","label":1,"reward":0.5})", "exactly one"},
+           {R"({"id":"x","label":"cat"})", "label"},
+           {R"({"id":"x","score":1})", "score"},
+           {R"({"label":1})", "id"},
+           {"not json", "body"}}) {
+    absl::StatusOr<testing::HttpResult> bad = testing::HttpCall(server_->http_address(), "POST", "/v2/feedback", body,
+                                                                {bearer, "Content-Type: application/json"});
+    ASSERT_TRUE(bad.ok());
+    EXPECT_EQ(bad->code, 400) << body;
+    EXPECT_NE(bad->body.find(field), std::string::npos) << body << " -> " << bad->body;
+  }
+  absl::StatusOr<testing::HttpResult> admin_token = testing::HttpCall(
+      server_->http_address(), "POST", "/v2/feedback", R"({"id":"x","label":1})",
+      {absl::StrCat("Authorization: Bearer ", kAdminToken)});
+  ASSERT_TRUE(admin_token.ok());
+  EXPECT_EQ(admin_token->code, 403);
+
+  const std::string after = Scrape();
+  auto delta = [&](const std::vector<std::string>& labels) {
+    return Sum(after, "dytserve_feedback_total", labels) - Sum(before, "dytserve_feedback_total", labels);
+  };
+  const std::string arm1 = absl::StrCat("arm=\"", first->parameters["arm"], "\"");
+  const std::string arm2 = absl::StrCat("arm=\"", second->parameters["arm"], "\"");
+  const std::string arm3 = absl::StrCat("arm=\"", third->parameters["arm"], "\"");
+  EXPECT_EQ(delta({arm1, "experiment=\"vit\"", "outcome=\"correct\""}), 1.0);
+  EXPECT_EQ(delta({arm2, "experiment=\"vit\"", "outcome=\"incorrect\""}), 1.0);
+  EXPECT_EQ(delta({arm3, "experiment=\"vit\"", "outcome=\"reward\""}), 1.0);
+  EXPECT_EQ(delta({"outcome=\"duplicate\""}), 1.0);
+  EXPECT_EQ(delta({"outcome=\"unknown\""}), 1.0) << "no-such-request; refused calls never reach the store";
+  const double reward_sum = Sum(after, "dytserve_feedback_reward_sum", {arm3}) -
+                            Sum(before, "dytserve_feedback_reward_sum", {arm3});
+  EXPECT_DOUBLE_EQ(reward_sum, 0.75);
 }
 
 TEST_F(ExperimentTest, ShadowIsComparedAndCountedAndNeverSeen) {

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -128,6 +129,18 @@ class Client {
   absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex();
   absl::StatusOr<std::vector<int64_t>> LoadModel(absl::string_view name);
   absl::Status UnloadModel(absl::string_view name);
+
+  // Reports the outcome of the request whose response carried `id` (set one
+  // of label, reward or value). The server checks the bearer token against
+  // its --feedback_token_file. Each endpoint is asked in turn until one says
+  // it served the request: true then; false when none did (unknown, expired
+  // or already judged; those replicas count it as unknown).
+  struct FeedbackOutcome {
+    std::optional<int64_t> label;
+    std::optional<double> reward;  // in [0, 1]
+    std::optional<double> value;
+  };
+  absl::StatusOr<bool> Feedback(absl::string_view id, const FeedbackOutcome& outcome);
 
   // Builds the wire request Infer would send; exposed for tools that need the
   // protocol message itself (load generators, tests).
