@@ -82,6 +82,9 @@ ABSL_FLAG(std::string, feedback_token_file, "",
 ABSL_FLAG(int64_t, feedback_capacity, 100000,
           "Answered requests remembered for outcome feedback (who served them, their top-1); 0: no feedback");
 ABSL_FLAG(int, feedback_ttl_s, 3600, "Seconds after its answer that a request still takes feedback");
+ABSL_FLAG(std::string, experiment_state_file, "",
+          "File that keeps what experiments learned (policy rewards, guardrail figures, arms taken out) across "
+          "restarts: read at start, written every 10 s and at shutdown; empty: kept in memory only");
 ABSL_FLAG(int, max_connection_age_s, 0,
           "Close client connections after this many seconds (with a grace period for calls in flight), so "
           "clients re-resolve a headless Service and find new replicas; 0: never");
@@ -186,6 +189,7 @@ struct ServerOptions {
   std::string admin_token;
   std::string inference_token;
   std::string feedback_token;
+  std::string experiment_state_file;
   InferenceEngine::Options engine;
   int max_connection_age_s = 0;
   int malloc_trim_s = 0;
@@ -254,6 +258,7 @@ absl::StatusOr<ServerOptions> OptionsFromFlags() {
   if (absl::GetFlag(FLAGS_feedback_ttl_s) < 1) return absl::InvalidArgumentError("--feedback_ttl_s must be >= 1");
   o.engine.feedback_capacity = static_cast<size_t>(absl::GetFlag(FLAGS_feedback_capacity));
   o.engine.feedback_ttl = absl::Seconds(absl::GetFlag(FLAGS_feedback_ttl_s));
+  o.experiment_state_file = absl::GetFlag(FLAGS_experiment_state_file);
   if (o.engine.max_request_elements < 0 || o.engine.max_request_rows < 0) {
     return absl::InvalidArgumentError("--max_request_elements and --max_request_rows must be >= 0");
   }
@@ -332,6 +337,9 @@ absl::StatusOr<Core> StartCore(const ServerOptions& o) {
   const v1::ExperimentList experiments = core.engine->router().List();
   for (const v1::Experiment& e : experiments.experiments()) {
     LogInfo(absl::StrCat("experiment '", e.name(), "' loaded with ", e.arms_size(), " arms"));
+  }
+  if (!o.experiment_state_file.empty()) {
+    if (absl::Status s = core.engine->router().LoadStates(o.experiment_state_file); !s.ok()) return s;
   }
   return core;
 }
@@ -460,11 +468,22 @@ void RunUntilSignalThenDrain(const ServerOptions& o, Core& core, Services& servi
       }
     });
   }
+  std::thread state_saver;
+  Router& router = core.engine->router();
+  auto save_state = [&router, &o] {
+    if (absl::Status s = router.SaveStates(o.experiment_state_file); !s.ok()) LogWarning(s.message());
+  };
+  if (!o.experiment_state_file.empty()) {
+    state_saver = std::thread([&stopping, save_state] {
+      while (!stopping.WaitForNotificationWithTimeout(absl::Seconds(10))) save_state();
+    });
+  }
   int signal_number = 0;
   while (read(g_signal_pipe[0], &signal_number, sizeof(signal_number)) != sizeof(signal_number)) {
   }
   stopping.Notify();
   if (trimmer.joinable()) trimmer.join();
+  if (state_saver.joinable()) state_saver.join();
   LogInfo(absl::StrCat("received signal ", signal_number, ", shutting down"));
   services.health.load()->Shutdown();  // every service reports NOT_SERVING from here on
   const absl::Time grace_end = absl::Now() + o.shutdown_grace;
@@ -479,6 +498,7 @@ void RunUntilSignalThenDrain(const ServerOptions& o, Core& core, Services& servi
   engine.Shutdown();
   l.grpc_server->Wait();
   l.http_server.reset();  // once every REST answer is out (the engine completed the rest)
+  if (!o.experiment_state_file.empty()) save_state();  // after the last answer: nothing it taught is lost
   LogInfo("stopped");
 }
 

@@ -14,9 +14,22 @@
 
 ABSL_FLAG(std::string, arms, "", "experiment create/update: serving arms, ARM=MODEL[@VERSION]:WEIGHT,...");
 ABSL_FLAG(std::string, shadows, "", "experiment create/update: shadow arms, ARM=MODEL[@VERSION]:FRACTION,...");
+ABSL_FLAG(std::string, policy, "fixed",
+          "experiment create/update: fixed, thompson or epsilon_greedy[:EPSILON] (how unkeyed traffic is shared)");
+ABSL_FLAG(std::string, reward, "feedback",
+          "experiment create/update: what an adaptive policy maximises: feedback (labels, rewards) or slo:MS");
+ABSL_FLAG(double, min_share, 0, "experiment create/update: share each serving arm keeps under an adaptive policy");
+ABSL_FLAG(std::string, guardrails, "",
+          "experiment create/update: rules that take an arm out, e.g. error_ratio:0.01,p99_latency:50,accuracy:0.005 "
+          "(the p-value, milliseconds, the accuracy margin)");
+ABSL_FLAG(uint64_t, guardrail_min_samples, 0, "experiment create/update: requests or labels before a rule may trip; "
+          "0: 100");
+ABSL_FLAG(std::string, arm, "", "experiment resume: the arm to bring back");
 ABSL_FLAG(std::string, metrics, "", "experiment report: the server's metrics URL (http://HOST:PORT/metrics)");
 ABSL_FLAG(std::string, baseline, "", "experiment report: arm the others are compared with; default: the first arm");
 ABSL_FLAG(std::string, format, "text", "experiment report: text or json");
+ABSL_FLAG(double, margin, 0.005,
+          "experiment report: non-inferiority margin for accuracy or mean reward (0.005: half a point)");
 ABSL_FLAG(double, window_s, 0, "experiment report: only this many seconds, between two scrapes; 0: since start");
 
 namespace dytserve::cli {
@@ -36,11 +49,57 @@ std::string ExperimentJson(const Experiment& e) {
     if (a.shadow) absl::StrAppend(&out, ",\"shadow\":true,\"shadow_fraction\":", a.shadow_fraction);
     absl::StrAppend(&out, "}");
   }
+  absl::StrAppend(&out, "],\"policy\":{\"kind\":", JsonString(e.policy.kind), ",\"reward\":",
+                  JsonString(e.policy.reward), ",\"slo_ms\":", e.policy.slo_ms, ",\"epsilon\":", e.policy.epsilon,
+                  ",\"min_share\":", e.policy.min_share, "},\"guardrails\":[");
+  for (size_t i = 0; i < e.guardrails.size(); ++i) {
+    const ExperimentGuardrail& g = e.guardrails[i];
+    absl::StrAppend(&out, i ? "," : "", "{\"kind\":", JsonString(g.kind), ",\"p_value\":", g.p_value,
+                    ",\"p99_ms\":", g.p99_ms, ",\"margin\":", g.margin, ",\"min_samples\":", g.min_samples, "}");
+  }
   return out + "]}";
 }
 
+// The --policy, --reward, --min_share and --guardrails flags.
+absl::Status RulesFromFlags(Experiment* e) {
+  std::pair<std::string, std::string> policy = absl::StrSplit(absl::GetFlag(FLAGS_policy), absl::MaxSplits(':', 1));
+  e->policy.kind = policy.first;
+  if (!policy.second.empty() && !absl::SimpleAtod(policy.second, &e->policy.epsilon)) {
+    return absl::InvalidArgumentError(absl::StrCat("--policy: '", policy.second, "' is not a number"));
+  }
+  std::pair<std::string, std::string> reward = absl::StrSplit(absl::GetFlag(FLAGS_reward), absl::MaxSplits(':', 1));
+  e->policy.reward = reward.first;
+  if (!reward.second.empty() && !absl::SimpleAtod(reward.second, &e->policy.slo_ms)) {
+    return absl::InvalidArgumentError(absl::StrCat("--reward: '", reward.second, "' is not a number of ms"));
+  }
+  e->policy.min_share = absl::GetFlag(FLAGS_min_share);
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_guardrails), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(part, absl::MaxSplits(':', 1));
+    ExperimentGuardrail g;
+    g.kind = kv.first;
+    g.min_samples = absl::GetFlag(FLAGS_guardrail_min_samples);
+    double number = 0;
+    if (!kv.second.empty() && !absl::SimpleAtod(kv.second, &number)) {
+      return absl::InvalidArgumentError(absl::StrCat("--guardrails: '", part, "': '", kv.second, "' is not a number"));
+    }
+    if (g.kind == "error_ratio") {
+      g.p_value = number;
+    } else if (g.kind == "p99_latency") {
+      g.p99_ms = number;
+    } else if (g.kind == "accuracy") {
+      g.margin = number;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--guardrails: '", part, "': the rules are error_ratio, p99_latency and accuracy"));
+    }
+    e->guardrails.push_back(std::move(g));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Experiment> FromFlags(const std::string& name) {
-  Experiment e{name, {}};
+  Experiment e{name, {}, {}, {}};
+  if (absl::Status s = RulesFromFlags(&e); !s.ok()) return s;
   absl::StatusOr<std::vector<ExperimentArm>> serving = ParseArms(absl::GetFlag(FLAGS_arms), false);
   if (!serving.ok()) return serving.status();
   absl::StatusOr<std::vector<ExperimentArm>> shadows = ParseArms(absl::GetFlag(FLAGS_shadows), true);
@@ -90,7 +149,8 @@ int Report(Client& client, const std::string& name) {
   absl::StatusOr<std::string> scrape = loadgen::Scrape(url);
   if (!scrape.ok()) return Fail(scrape.status().ToString());
   absl::StatusOr<ExperimentReport> report =
-      BuildExperimentReport(*scrape, before, name, absl::GetFlag(FLAGS_baseline), order);
+      BuildExperimentReport(*scrape, before, name, absl::GetFlag(FLAGS_baseline), order,
+                            absl::GetFlag(FLAGS_margin));
   if (!report.ok()) return Fail(report.status().message());
   std::printf("%s\n", format == "json" ? ReportJson(*report).c_str() : ReportText(*report).c_str());
   return 0;
@@ -124,7 +184,7 @@ int ExperimentCommand(Client& client, const std::vector<std::string>& args) {
   const std::string usage =
       "usage: dytserve-cli experiment list | get NAME | create NAME --arms=... [--shadows=...] | "
       "update NAME --arms=... [--shadows=...] | weights NAME ARM=W,... | delete NAME | "
-      "report NAME --metrics=URL";
+      "report NAME --metrics=URL | resume NAME --arm=ARM | state NAME";
   if (args.empty()) return Fail(usage);
   const std::string& verb = args[0];
   if (verb == "list" && args.size() == 1) {
@@ -159,6 +219,27 @@ int ExperimentCommand(Client& client, const std::vector<std::string>& args) {
     return 0;
   }
   if (verb == "report" && args.size() == 2) return Report(client, name);
+  if (verb == "resume" && args.size() == 2) {
+    if (absl::GetFlag(FLAGS_arm).empty()) return Fail("experiment resume needs --arm=ARM");
+    absl::Status s = client.ResumeArm(name, absl::GetFlag(FLAGS_arm));
+    if (!s.ok()) return Fail(s.ToString());
+    std::printf("{\"resumed\":%s}\n", JsonString(absl::GetFlag(FLAGS_arm)).c_str());
+    return 0;
+  }
+  if (verb == "state" && args.size() == 2) {
+    absl::StatusOr<std::vector<ArmStatus>> state = client.GetExperimentState(name);
+    if (!state.ok()) return Fail(state.status().ToString());
+    std::string out = "[";
+    for (size_t i = 0; i < state->size(); ++i) {
+      const ArmStatus& a = (*state)[i];
+      absl::StrAppend(&out, i ? "," : "", "{\"arm\":", JsonString(a.arm), ",\"share\":", a.share,
+                      ",\"tripped\":", JsonString(a.tripped), ",\"requests\":", a.requests,
+                      ",\"errors\":", a.errors, ",\"correct\":", a.correct, ",\"labels\":", a.labels,
+                      ",\"reward_successes\":", a.reward_successes, ",\"reward_trials\":", a.reward_trials, "}");
+    }
+    std::printf("%s]\n", out.c_str());
+    return 0;
+  }
   return Fail(usage);
 }
 

@@ -118,6 +118,18 @@ struct Accumulator {
         if (Label(s, "code") != "OK") a.errors += sign * s.value;
       } else if (absl::StartsWith(s.name, "dytserve_request_duration_seconds_")) {
         AddHistogramSample(s, "dytserve_request_duration_seconds", sign, &Arm(arm, s).latency);
+      } else if (s.name == "dytserve_feedback_total") {
+        // Not Arm(): these series carry no version, and must not rename it.
+        ArmFigures& a = arms[arm];
+        a.arm = arm;
+        const std::string outcome = Label(s, "outcome");
+        if (outcome == "correct") a.correct += sign * s.value;
+        if (outcome == "incorrect") a.incorrect += sign * s.value;
+        if (outcome == "reward") a.rewards += sign * s.value;
+      } else if (s.name == "dytserve_feedback_reward_sum") {
+        ArmFigures& a = arms[arm];
+        a.arm = arm;
+        a.reward_sum += sign * s.value;
       }
     }
   }
@@ -204,10 +216,52 @@ std::string Verdict(const ArmComparison& c, const ArmFigures& base) {
   return absl::StrCat(latency, "; ", errors);
 }
 
+// Accuracy when labels came for both arms, else mean reward when rewards did.
+void CompareQuality(const ArmFigures& arm, const ArmFigures& base, double margin, ArmComparison* c) {
+  double p1 = 0, p0 = 0, n = 0;
+  if (arm.labels() > 0 && base.labels() > 0) {
+    c->quality = "accuracy";
+    c->quality_difference = stats::Newcombe(arm.correct, arm.labels(), base.correct, base.labels());
+    p1 = arm.accuracy.estimate;
+    p0 = base.accuracy.estimate;
+    n = std::min(arm.labels(), base.labels());
+  } else if (arm.rewards > 0 && base.rewards > 0) {
+    c->quality = "mean reward";
+    c->quality_difference = stats::BoundedMeanDifference(arm.reward_sum, arm.rewards, base.reward_sum, base.rewards);
+    p1 = arm.mean_reward.estimate;
+    p0 = base.mean_reward.estimate;
+    n = std::min(arm.rewards, base.rewards);
+  } else {
+    c->quality_verdict = "quality: no outcomes yet for both arms";
+    return;
+  }
+  c->inferiority = stats::NonInferiority(c->quality_difference, margin);
+  const bool decided = c->inferiority == stats::Inferiority::kNonInferior ||
+                       c->inferiority == stats::Inferiority::kInferior;
+  c->outcomes_still_needed = decided ? 0 : std::max(0.0, stats::SamplesPerArmNeeded(p1, p0, margin) - n);
+  c->quality_verdict = absl::StrFormat("%s: %s at a margin of %.2f points", c->quality,
+                                       stats::InferiorityName(c->inferiority), 100 * margin);
+  if (!decided) {
+    absl::StrAppend(&c->quality_verdict,
+                    std::isinf(c->outcomes_still_needed)
+                        ? " (the difference sits at the margin: no sample size decides)"
+                        : absl::StrFormat(" (about %.0f more outcomes per arm to decide)", c->outcomes_still_needed));
+  }
+}
+
+std::string Pct(const stats::Interval& v) {
+  if (!v.valid()) return "-";
+  return absl::StrFormat("%.2f%% [%.2f, %.2f]", 100 * v.estimate, 100 * v.low, 100 * v.high);
+}
+
 std::string Num(double v) {
   if (std::isnan(v)) return "null";
   if (std::isinf(v)) return v > 0 ? "\"+Inf\"" : "\"-Inf\"";
   return absl::StrFormat("%.9g", v);
+}
+
+std::string IntervalJson(const stats::Interval& v) {
+  return absl::StrCat("{\"estimate\":", Num(v.estimate), ",\"low\":", Num(v.low), ",\"high\":", Num(v.high), "}");
 }
 
 std::string Ms(double seconds) { return std::isnan(seconds) ? "-" : absl::StrFormat("%.3f", seconds * 1e3); }
@@ -267,7 +321,10 @@ double Histogram::Variance() const {
 
 absl::StatusOr<ExperimentReport> BuildExperimentReport(const std::string& scrape, const std::string& before,
                                                        const std::string& experiment, const std::string& baseline,
-                                                       const std::vector<std::string>& arm_order) {
+                                                       const std::vector<std::string>& arm_order, double margin) {
+  if (!(margin > 0 && margin < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("margin: ", margin, " is not in (0, 1)"));
+  }
   Accumulator acc;
   acc.experiment = experiment;
   acc.Add(scrape, 1);
@@ -276,9 +333,14 @@ absl::StatusOr<ExperimentReport> BuildExperimentReport(const std::string& scrape
     return absl::NotFoundError(absl::StrCat("no dytserve_requests_total series with experiment=\"", experiment,
                                             "\" in the scrape: no such experiment, or no request yet"));
   }
+  for (auto& [name, arm] : acc.arms) {
+    arm.accuracy = stats::Wilson(arm.correct, arm.labels());
+    arm.mean_reward = stats::BoundedMean(arm.reward_sum, arm.rewards);
+  }
   ExperimentReport report;
   report.experiment = experiment;
   report.baseline = baseline;
+  report.margin = margin;
   if (report.baseline.empty()) {
     for (const std::string& arm : arm_order) {
       if (acc.arms.count(arm) > 0) {
@@ -302,6 +364,7 @@ absl::StatusOr<ExperimentReport> BuildExperimentReport(const std::string& scrape
     c.mean_latency_s = DifferenceOfMeans(arm, base->second);
     c.error_ratio = DifferenceOfRatios(arm, base->second);
     c.verdict = Verdict(c, base->second);
+    CompareQuality(arm, base->second, margin, &c);
     report.comparisons.push_back(std::move(c));
   }
   for (auto& [name, shadow] : acc.shadows) {
@@ -322,11 +385,28 @@ std::string ReportText(const ExperimentReport& r) {
                           a.requests > 0 ? a.errors / a.requests : 0.0, Ms(a.latency.Mean()),
                           Ms(a.latency.Quantile(0.5)), Ms(a.latency.Quantile(0.99)));
   }
+  bool any_outcomes = false;
+  for (const ArmFigures& a : r.arms) any_outcomes = any_outcomes || a.labels() > 0 || a.rewards > 0;
+  if (any_outcomes) {
+    absl::StrAppendFormat(&out, "\n%-16s %8s %-28s %8s %-28s\n", "arm", "labels", "accuracy, 95% CI (Wilson)",
+                          "rewards", "mean reward, 95% CI");
+    for (const ArmFigures& a : r.arms) {
+      absl::StrAppendFormat(&out, "%-16s %8.0f %-28s %8.0f %-28s\n", a.arm, a.labels(), Pct(a.accuracy), a.rewards,
+                            Pct(a.mean_reward));
+    }
+  }
   for (const ArmComparison& c : r.comparisons) {
     absl::StrAppendFormat(&out, "\n%s vs %s:\n  mean latency difference %s ms, 95%% CI [%s, %s]\n", c.arm, r.baseline,
                           Ms(c.mean_latency_s.estimate), Ms(c.mean_latency_s.low), Ms(c.mean_latency_s.high));
     absl::StrAppendFormat(&out, "  error ratio difference %.5f, 95%% CI [%.5f, %.5f]\n  verdict: %s\n",
                           c.error_ratio.estimate, c.error_ratio.low, c.error_ratio.high, c.verdict);
+    if (!c.quality.empty()) {
+      absl::StrAppendFormat(&out, "  %s difference %.2f points, 95%% CI [%.2f, %.2f] (%s)\n", c.quality,
+                            100 * c.quality_difference.estimate, 100 * c.quality_difference.low,
+                            100 * c.quality_difference.high,
+                            c.quality == "accuracy" ? "Newcombe" : "bounded-variance normal");
+    }
+    absl::StrAppendFormat(&out, "  %s\n", c.quality_verdict);
   }
   for (const ShadowFigures& s : r.shadows) {
     absl::StrAppendFormat(&out, "\nshadow %s (%s): %.0f requests, error ratio %.4f, p50 %s ms, p99 %s ms\n", s.arm,
@@ -351,9 +431,11 @@ std::string ReportJson(const ExperimentReport& r) {
     absl::StrAppend(&out, i ? "," : "", "{\"arm\":", JsonString(a.arm), ",\"model\":", JsonString(a.model),
                     ",\"requests\":", Num(a.requests), ",\"errors\":", Num(a.errors),
                     ",\"mean_s\":", Num(a.latency.Mean()), ",\"p50_s\":", Num(a.latency.Quantile(0.5)),
-                    ",\"p99_s\":", Num(a.latency.Quantile(0.99)), "}");
+                    ",\"p99_s\":", Num(a.latency.Quantile(0.99)), ",\"labels\":", Num(a.labels()),
+                    ",\"correct\":", Num(a.correct), ",\"accuracy\":", IntervalJson(a.accuracy),
+                    ",\"rewards\":", Num(a.rewards), ",\"mean_reward\":", IntervalJson(a.mean_reward), "}");
   }
-  absl::StrAppend(&out, "],\"comparisons\":[");
+  absl::StrAppend(&out, "],\"margin\":", Num(r.margin), ",\"comparisons\":[");
   auto interval = [](const Interval& v) {
     return absl::StrCat("{\"estimate\":", Num(v.estimate), ",\"low\":", Num(v.low), ",\"high\":", Num(v.high), "}");
   };
@@ -361,7 +443,11 @@ std::string ReportJson(const ExperimentReport& r) {
     const ArmComparison& c = r.comparisons[i];
     absl::StrAppend(&out, i ? "," : "", "{\"arm\":", JsonString(c.arm), ",\"mean_latency_difference_s\":",
                     interval(c.mean_latency_s), ",\"error_ratio_difference\":", interval(c.error_ratio),
-                    ",\"verdict\":", JsonString(c.verdict), "}");
+                    ",\"verdict\":", JsonString(c.verdict), ",\"quality\":", JsonString(c.quality),
+                    ",\"quality_difference\":", IntervalJson(c.quality_difference),
+                    ",\"non_inferiority\":", JsonString(stats::InferiorityName(c.inferiority)),
+                    ",\"outcomes_still_needed_per_arm\":", Num(c.outcomes_still_needed),
+                    ",\"quality_verdict\":", JsonString(c.quality_verdict), "}");
   }
   absl::StrAppend(&out, "],\"shadows\":[");
   for (size_t i = 0; i < r.shadows.size(); ++i) {

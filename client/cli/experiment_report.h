@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/core/ab_stats.h"
 
 namespace dytserve::cli {
 
@@ -41,6 +42,15 @@ struct ArmFigures {
   double requests = 0;
   double errors = 0;  // every code but OK
   Histogram latency;
+  // Outcome feedback (dytserve_feedback_total): labels against the top-1,
+  // rewards in [0, 1].
+  double correct = 0;
+  double incorrect = 0;
+  double rewards = 0;
+  double reward_sum = 0;
+  double labels() const { return correct + incorrect; }
+  stats::Interval accuracy;  // Wilson, 95%
+  stats::Interval mean_reward;
 };
 
 struct Interval {
@@ -55,6 +65,16 @@ struct ArmComparison {
   Interval mean_latency_s;  // arm minus baseline
   Interval error_ratio;     // arm minus baseline
   std::string verdict;
+  // Quality, arm minus baseline: accuracy (Newcombe, 95%) when labels came,
+  // else mean reward when rewards came; `quality` names which ("" for none).
+  std::string quality;
+  stats::Interval quality_difference;
+  stats::Inferiority inferiority = stats::Inferiority::kNotEnoughData;
+  // More outcomes per arm before the verdict is likely decided (power 80%,
+  // if the rates stay what they are now); 0 once decided, infinite when the
+  // difference sits exactly at the margin.
+  double outcomes_still_needed = 0;
+  std::string quality_verdict;
 };
 
 struct ShadowFigures {
@@ -77,6 +97,7 @@ struct ShadowFigures {
 struct ExperimentReport {
   std::string experiment;
   std::string baseline;
+  double margin = 0.005;  // non-inferiority margin, in the rate's units
   std::vector<ArmFigures> arms;  // baseline first
   std::vector<ArmComparison> comparisons;
   std::vector<ShadowFigures> shadows;
@@ -84,10 +105,13 @@ struct ExperimentReport {
 
 // Builds the report of `experiment` from `scrape` minus `before` (empty:
 // since start). `baseline` empty: `arm_order`'s first arm seen in the scrape,
-// else the alphabetically first. NOT_FOUND when no series names the experiment.
+// else the alphabetically first. NOT_FOUND when no series names the
+// experiment. `margin`: the non-inferiority margin (0.005: "no worse than
+// the baseline by more than half a point").
 absl::StatusOr<ExperimentReport> BuildExperimentReport(const std::string& scrape, const std::string& before,
                                                        const std::string& experiment, const std::string& baseline,
-                                                       const std::vector<std::string>& arm_order);
+                                                       const std::vector<std::string>& arm_order,
+                                                       double margin = 0.005);
 
 std::string ReportText(const ExperimentReport& report);
 std::string ReportJson(const ExperimentReport& report);

@@ -1,6 +1,8 @@
 // Client's dytserve.v1.Control calls (experiments, repository). Changes go to every endpoint in turn,
 // so replicas behind one client agree on their experiments; reads ask the
 // first endpoint.
+#include <cctype>
+
 #include "absl/strings/str_cat.h"
 #include "dytserve/client.h"
 #include "src/client_impl.h"
@@ -8,8 +10,43 @@
 namespace dytserve {
 namespace {
 
-void ToProto(const Experiment& e, v1::Experiment* out) {
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+absl::Status ToProto(const Experiment& e, v1::Experiment* out) {
   out->set_name(e.name);
+  v1::Policy::Kind kind;
+  if (!v1::Policy::Kind_Parse(Upper(e.policy.kind), &kind)) {
+    return absl::InvalidArgumentError(absl::StrCat("policy '", e.policy.kind, "': fixed, thompson or epsilon_greedy"));
+  }
+  v1::Policy::Reward reward;
+  if (!v1::Policy::Reward_Parse(Upper(e.policy.reward), &reward)) {
+    return absl::InvalidArgumentError(absl::StrCat("reward '", e.policy.reward, "': feedback or slo"));
+  }
+  v1::Policy* p = out->mutable_policy();
+  p->set_kind(kind);
+  p->set_reward(reward);
+  p->set_slo_ms(e.policy.slo_ms);
+  p->set_epsilon(e.policy.epsilon);
+  p->set_min_share(e.policy.min_share);
+  for (const ExperimentGuardrail& g : e.guardrails) {
+    v1::Guardrail::Kind gk;
+    if (!v1::Guardrail::Kind_Parse(Upper(g.kind), &gk)) {
+      return absl::InvalidArgumentError(absl::StrCat("guardrail '", g.kind, "': error_ratio, p99_latency or accuracy"));
+    }
+    v1::Guardrail* r = out->add_guardrails();
+    r->set_kind(gk);
+    r->set_p_value(g.p_value);
+    r->set_p99_ms(g.p99_ms);
+    r->set_margin(g.margin);
+    r->set_min_samples(g.min_samples);
+  }
   for (const ExperimentArm& arm : e.arms) {
     v1::Arm* a = out->add_arms();
     a->set_name(arm.name);
@@ -19,12 +56,19 @@ void ToProto(const Experiment& e, v1::Experiment* out) {
     a->set_shadow(arm.shadow);
     a->set_shadow_fraction(arm.shadow_fraction);
   }
+  return absl::OkStatus();
 }
 
 Experiment FromProto(const v1::Experiment& e) {
-  Experiment out{e.name(), {}};
+  Experiment out{e.name(), {}, {}, {}};
   for (const v1::Arm& a : e.arms()) {
     out.arms.push_back({a.name(), a.model(), a.version(), a.weight(), a.shadow(), a.shadow_fraction()});
+  }
+  out.policy = {Lower(v1::Policy::Kind_Name(e.policy().kind())), Lower(v1::Policy::Reward_Name(e.policy().reward())),
+                e.policy().slo_ms(), e.policy().epsilon(), e.policy().min_share()};
+  for (const v1::Guardrail& g : e.guardrails()) {
+    out.guardrails.push_back(
+        {Lower(v1::Guardrail::Kind_Name(g.kind())), g.p_value(), g.p99_ms(), g.margin(), g.min_samples()});
   }
   return out;
 }
@@ -46,6 +90,31 @@ absl::Status OnEvery(Client::Impl& impl, Call call) {
 }
 
 }  // namespace
+
+absl::Status Client::ResumeArm(absl::string_view experiment, absl::string_view arm) {
+  v1::ResumeArmRequest req;
+  req.set_experiment(std::string(experiment));
+  req.set_arm(std::string(arm));
+  v1::ResumeArmResponse resp;
+  return OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
+    return stub.ResumeArm(ctx, req, &resp);
+  });
+}
+
+absl::StatusOr<std::vector<ArmStatus>> Client::GetExperimentState(absl::string_view experiment) {
+  v1::GetExperimentStateRequest req;
+  req.set_name(std::string(experiment));
+  v1::ExperimentState resp;
+  grpc::ClientContext ctx;
+  impl_->Prepare(&ctx, absl::ZeroDuration());
+  if (absl::Status s = FromGrpc(impl_->control[0]->GetExperimentState(&ctx, req, &resp)); !s.ok()) return s;
+  std::vector<ArmStatus> out;
+  for (const v1::ArmState& a : resp.arms()) {
+    out.push_back({a.arm(), a.share(), a.tripped(), a.requests(), a.errors(), a.correct(), a.labels(),
+                   a.reward_successes(), a.reward_trials()});
+  }
+  return out;
+}
 
 absl::StatusOr<bool> Client::Feedback(absl::string_view id, const FeedbackOutcome& outcome) {
   v1::FeedbackRequest req;
@@ -71,7 +140,7 @@ absl::StatusOr<bool> Client::Feedback(absl::string_view id, const FeedbackOutcom
 
 absl::StatusOr<Experiment> Client::CreateExperiment(const Experiment& experiment) {
   v1::CreateExperimentRequest req;
-  ToProto(experiment, req.mutable_experiment());
+  if (absl::Status s = ToProto(experiment, req.mutable_experiment()); !s.ok()) return s;
   v1::Experiment resp;
   absl::Status s = OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
     return stub.CreateExperiment(ctx, req, &resp);
@@ -82,7 +151,7 @@ absl::StatusOr<Experiment> Client::CreateExperiment(const Experiment& experiment
 
 absl::StatusOr<Experiment> Client::UpdateExperiment(const Experiment& experiment) {
   v1::UpdateExperimentRequest req;
-  ToProto(experiment, req.mutable_experiment());
+  if (absl::Status s = ToProto(experiment, req.mutable_experiment()); !s.ok()) return s;
   v1::Experiment resp;
   absl::Status s = OnEvery(*impl_, [&](v1::Control::Stub& stub, grpc::ClientContext* ctx) {
     return stub.UpdateExperiment(ctx, req, &resp);

@@ -194,6 +194,19 @@ absl::Status InferenceEngine::SubmitToExperiment(const CompiledExperiment& exper
   absl::StatusOr<std::string> key = RoutingKey(request, call);
   if (!key.ok()) return key.status();
   const RoutedArm& arm = experiment.Pick(*key);
+  const size_t index = static_cast<size_t>(&arm - experiment.serving.data());
+  // A request the arm refuses (a full queue, a bad input) counts as its error.
+  auto refused = [&experiment, index, received](absl::Status s) {
+    if (experiment.state != nullptr) experiment.state->OnAnswered(index, false, absl::Now() - received);
+    return s;
+  };
+  if (experiment.state != nullptr) {
+    // The policy's SLO reward and the guardrails learn from every answer.
+    call.done = [state = experiment.state, index, received, done = std::move(call.done)](absl::Status status) {
+      state->OnAnswered(index, status.ok(), absl::Now() - received);
+      done(std::move(status));
+    };
+  }
   (*response->mutable_parameters())["experiment"].set_string_param(name);
   (*response->mutable_parameters())["arm"].set_string_param(arm.name);
 
@@ -234,10 +247,10 @@ absl::Status InferenceEngine::SubmitToExperiment(const CompiledExperiment& exper
                    &call);
   absl::StatusOr<std::unique_ptr<BatchTask>> task =
       MakeTask(*arm.model, arm.metrics, request, response, std::move(call), received);
-  if (!task.ok()) return task.status();
+  if (!task.ok()) return refused(task.status());
   response->set_id(std::move(id));
   if (absl::Status s = Schedule(*arm.model, *arm.metrics, *std::move(task), received, may_run_inline); !s.ok()) {
-    return s;
+    return refused(s);
   }
   // Never inline: a shadow must not hold the transport's thread.
   for (auto& [shadow, copy] : shadow_tasks) {
@@ -286,6 +299,11 @@ absl::StatusOr<FeedbackResult> InferenceEngine::Feedback(absl::string_view id, c
     metrics_->RecordFeedback("", "", "", FeedbackResultName(result), 0);
     return result;
   }
+  std::shared_ptr<const CompiledExperiment> experiment =
+      served.experiment.empty() ? nullptr : router_.Find(served.experiment);
+  ExperimentState* state = experiment != nullptr ? experiment->state.get() : nullptr;
+  if (state != nullptr && outcome.kind == Outcome::Kind::kLabel) state->OnLabel(served.arm, served.top1 == outcome.label);
+  if (state != nullptr && outcome.kind == Outcome::Kind::kReward) state->OnReward(served.arm, outcome.number);
   switch (outcome.kind) {
     case Outcome::Kind::kLabel:
       metrics_->RecordFeedback(served.experiment, served.arm, served.model, served.top1 == outcome.label ? "correct" : "incorrect",

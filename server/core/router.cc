@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "absl/random/random.h"
+#include "google/protobuf/text_format.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/log.h"
@@ -56,6 +57,10 @@ absl::Status SameInputs(const ModelSpec& reference, const ModelSpec& spec) {
 }  // namespace
 
 const RoutedArm& CompiledExperiment::Pick(absl::string_view routing_key) const {
+  if (state != nullptr && !state->Plain()) {
+    if (!routing_key.empty()) return serving[PickByKey(state->KeyedWeights(), routing_key)];
+    return serving[state->PickUnkeyed()];
+  }
   if (!routing_key.empty()) return serving[PickByKey(weights, routing_key)];
   thread_local absl::BitGen gen;
   return serving[PickByDraw(weights, absl::Uniform<uint64_t>(gen, 0, total_weight))];
@@ -90,6 +95,29 @@ absl::Status ValidateExperiment(const v1::Experiment& e) {
   if (total_weight == 0) {
     return absl::InvalidArgumentError(absl::StrCat("experiment '", e.name(),
                                                    "': no serving arm has a positive weight"));
+  }
+  auto bad = [&e](const std::string& field, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat("experiment '", e.name(), "': ", field, " ", why));
+  };
+  const v1::Policy& p = e.policy();
+  if (!v1::Policy::Kind_IsValid(p.kind())) return bad("policy.kind", "is not fixed, thompson or epsilon_greedy");
+  if (!v1::Policy::Reward_IsValid(p.reward())) return bad("policy.reward", "is not feedback or slo");
+  if (p.reward() == v1::Policy::SLO && !(p.slo_ms() > 0)) return bad("policy.slo_ms", "must be > 0 with reward slo");
+  if (p.reward() != v1::Policy::SLO && p.slo_ms() != 0) return bad("policy.slo_ms", "is set without reward slo");
+  if (!(p.epsilon() >= 0 && p.epsilon() < 1)) return bad("policy.epsilon", absl::StrCat(p.epsilon(), " is not in [0, 1)"));
+  if (p.epsilon() != 0 && p.kind() != v1::Policy::EPSILON_GREEDY) return bad("policy.epsilon", "is set on another policy");
+  int serving = 0;
+  for (const v1::Arm& arm : e.arms()) serving += !arm.shadow() && arm.weight() > 0;
+  if (!(p.min_share() >= 0 && p.min_share() * serving <= 1)) {
+    return bad("policy.min_share", absl::StrCat(p.min_share(), " is not in [0, 1/", serving, "]"));
+  }
+  for (int i = 0; i < e.guardrails_size(); ++i) {
+    const v1::Guardrail& g = e.guardrails(i);
+    const std::string field = absl::StrCat("guardrails[", i, "]");
+    if (!v1::Guardrail::Kind_IsValid(g.kind())) return bad(field + ".kind", "is not error_ratio, p99_latency or accuracy");
+    if (!(g.p_value() >= 0 && g.p_value() < 1)) return bad(field + ".p_value", "is not in [0, 1)");
+    if (g.kind() == v1::Guardrail::P99_LATENCY && !(g.p99_ms() > 0)) return bad(field + ".p99_ms", "must be > 0");
+    if (!(g.margin() >= 0 && g.margin() < 1)) return bad(field + ".margin", "is not in [0, 1)");
   }
   return absl::OkStatus();
 }
@@ -189,9 +217,95 @@ absl::StatusOr<v1::Experiment> Router::Put(const v1::Experiment& experiment, boo
   }
   absl::StatusOr<std::shared_ptr<const CompiledExperiment>> compiled = Compile(experiment);
   if (!compiled.ok()) return compiled.status();
+  std::const_pointer_cast<CompiledExperiment>(*compiled)->state = StateFor(experiment);
   absl::MutexLock lock(&mu_);
   experiments_[experiment.name()] = *compiled;
   return experiment;
+}
+
+std::shared_ptr<ExperimentState> Router::StateFor(const v1::Experiment& config) {
+  std::shared_ptr<ExperimentState>& state = states_[config.name()];
+  if (state == nullptr) {
+    ExperimentState::Hooks hooks;
+    ServerMetrics* metrics = metrics_;
+    const std::string name = config.name();
+    hooks.on_trip = [metrics, name](const std::string& arm, const std::string& rule, const std::string& why) {
+      LogWarning(absl::StrCat("experiment '", name, "': guardrail ", rule, " took arm '", arm, "' out: ", why,
+                              "; dytserve-cli experiment resume ", name, " --arm=", arm, " brings it back"));
+      metrics->CountGuardrailTrip(name, arm, rule);
+    };
+    hooks.on_share = [metrics, name](const std::string& arm, double share, bool tripped) {
+      metrics->SetArmShare(name, arm, share, tripped);
+    };
+    state = std::make_shared<ExperimentState>(config.name(), std::move(hooks));
+  }
+  state->Configure(config);
+  return state;
+}
+
+absl::Status Router::ResumeArm(absl::string_view experiment, absl::string_view arm) {
+  std::shared_ptr<const CompiledExperiment> e = Find(experiment);
+  if (e == nullptr || e->state == nullptr) {
+    return absl::NotFoundError(absl::StrCat("experiment '", experiment, "' does not exist"));
+  }
+  if (absl::Status s = e->state->Resume(arm); !s.ok()) return s;
+  LogInfo(absl::StrCat("experiment '", experiment, "': arm '", arm, "' resumed"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ExperimentState> Router::State(absl::string_view experiment) const {
+  std::shared_ptr<const CompiledExperiment> e = Find(experiment);
+  if (e == nullptr || e->state == nullptr) {
+    return absl::NotFoundError(absl::StrCat("experiment '", experiment, "' does not exist"));
+  }
+  return e->state->Snapshot();
+}
+
+v1::ExperimentStateList Router::States() const {
+  v1::ExperimentStateList out;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [name, e] : experiments_) {
+    if (e->state != nullptr) *out.add_experiments() = e->state->Snapshot();
+  }
+  return out;
+}
+
+void Router::Restore(const v1::ExperimentStateList& saved) {
+  for (const v1::ExperimentState& s : saved.experiments()) {
+    std::shared_ptr<const CompiledExperiment> e = Find(s.experiment());
+    if (e != nullptr && e->state != nullptr) e->state->Restore(s);
+  }
+}
+
+absl::Status Router::SaveStates(const std::filesystem::path& path) const {
+  std::string text;
+  if (!google::protobuf::TextFormat::PrintToString(States(), &text)) {
+    return absl::InternalError("cannot print the experiments' state");
+  }
+  const std::filesystem::path temporary = path.string() + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << text;
+    if (!out) return absl::UnavailableError(absl::StrCat("--experiment_state_file: cannot write ", temporary.string()));
+  }
+  std::error_code ec;
+  std::filesystem::rename(temporary, path, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("--experiment_state_file: cannot replace ", path.string(), ": ",
+                                                     ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status Router::LoadStates(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return absl::OkStatus();
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("--experiment_state_file: ", path.string(), " cannot be read"));
+  v1::ExperimentStateList list;
+  if (absl::Status s = ParseTextProto(text.str(), path.string(), &list); !s.ok()) return s;
+  Restore(list);
+  return absl::OkStatus();
 }
 
 absl::Status Router::Delete(absl::string_view name) {
@@ -200,6 +314,7 @@ absl::Status Router::Delete(absl::string_view name) {
   auto it = experiments_.find(name);
   if (it == experiments_.end()) return absl::NotFoundError(absl::StrCat("experiment '", name, "' does not exist"));
   experiments_.erase(it);
+  states_.erase(std::string(name));
   return absl::OkStatus();
 }
 
@@ -227,6 +342,7 @@ void Router::Refresh() {
     absl::StatusOr<std::shared_ptr<const CompiledExperiment>> compiled = Compile(config);
     std::shared_ptr<const CompiledExperiment> snapshot;
     if (compiled.ok()) {
+      std::const_pointer_cast<CompiledExperiment>(*compiled)->state = StateFor(config);
       snapshot = *std::move(compiled);
     } else {
       auto broken = std::make_shared<CompiledExperiment>();

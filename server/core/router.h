@@ -19,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "dytserve/v1/control.pb.h"
+#include "server/core/experiment_state.h"
 #include "server/core/model_repository.h"
 #include "server/core/routing.h"
 #include "server/metrics/server_metrics.h"
@@ -43,8 +44,13 @@ struct CompiledExperiment {
   std::vector<WeightedArm> weights;
   uint64_t total_weight = 0;
   std::vector<RoutedArm> shadows;
+  // Shared by every snapshot of this experiment (see experiment_state.h);
+  // null only on a broken snapshot.
+  std::shared_ptr<ExperimentState> state;
 
-  // `routing_key` empty: weighted random; else sticky.
+  // `routing_key` empty: by the policy (weighted random under the fixed
+  // one); else sticky, by the configured weights, arms a guardrail took out
+  // excluded.
   const RoutedArm& Pick(absl::string_view routing_key) const;
 };
 
@@ -75,8 +81,22 @@ class Router {
   // The current snapshot of experiment `name`; nullptr when there is none.
   std::shared_ptr<const CompiledExperiment> Find(absl::string_view name) const;
 
+  // Brings an arm a guardrail took out back (NOT_FOUND: no such experiment or arm).
+  absl::Status ResumeArm(absl::string_view experiment, absl::string_view arm);
+  absl::StatusOr<v1::ExperimentState> State(absl::string_view experiment) const;
+  // Every experiment's state, to save; and restoring saved ones (experiments
+  // that no longer exist, and arms they no longer have, are skipped).
+  v1::ExperimentStateList States() const;
+  void Restore(const v1::ExperimentStateList& saved);
+  // The same through a file (text format), written whole then renamed so
+  // that a crash never leaves half a file. Loading a missing file is OK.
+  absl::Status SaveStates(const std::filesystem::path& path) const;
+  absl::Status LoadStates(const std::filesystem::path& path);
+
  private:
   absl::StatusOr<std::shared_ptr<const CompiledExperiment>> Compile(const v1::Experiment& experiment) const;
+  // The state of experiment `name`, created on first use, configured with `config`.
+  std::shared_ptr<ExperimentState> StateFor(const v1::Experiment& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Create (`must_exist` false) or Update (true): check, compile, swap in.
   absl::StatusOr<v1::Experiment> Put(const v1::Experiment& experiment, bool must_exist);
 
@@ -87,6 +107,7 @@ class Router {
   absl::Mutex write_mu_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<const CompiledExperiment>, std::less<>> experiments_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<ExperimentState>, std::less<>> states_ ABSL_GUARDED_BY(write_mu_);
 };
 
 }  // namespace dytserve

@@ -99,6 +99,22 @@ grpc::ServerUnaryReactor* ControlService::Feedback(grpc::CallbackServerContext* 
   });
 }
 
+grpc::ServerUnaryReactor* ControlService::ResumeArm(grpc::CallbackServerContext* ctx, const v1::ResumeArmRequest* req,
+                                                    v1::ResumeArmResponse*) {
+  return Answer(ctx, *admin_, [&] { return router_->ResumeArm(req->experiment(), req->arm()); });
+}
+
+grpc::ServerUnaryReactor* ControlService::GetExperimentState(grpc::CallbackServerContext* ctx,
+                                                             const v1::GetExperimentStateRequest* req,
+                                                             v1::ExperimentState* resp) {
+  return Answer(ctx, *admin_, [&]() -> absl::Status {
+    absl::StatusOr<v1::ExperimentState> state = router_->State(req->name());
+    if (!state.ok()) return state.status();
+    *resp = *std::move(state);
+    return absl::OkStatus();
+  });
+}
+
 ControlService::~ControlService() {
   absl::MutexLock lock(&threads_mu_);
   for (std::thread& t : threads_) t.join();

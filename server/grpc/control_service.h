@@ -54,6 +54,11 @@ class ControlService final : public v1::Control::CallbackService {
                                         v1::UnloadModelResponse* resp) override;
   grpc::ServerUnaryReactor* Feedback(grpc::CallbackServerContext* ctx, const v1::FeedbackRequest* req,
                                      v1::FeedbackResponse* resp) override;
+  grpc::ServerUnaryReactor* ResumeArm(grpc::CallbackServerContext* ctx, const v1::ResumeArmRequest* req,
+                                      v1::ResumeArmResponse* resp) override;
+  grpc::ServerUnaryReactor* GetExperimentState(grpc::CallbackServerContext* ctx,
+                                               const v1::GetExperimentStateRequest* req,
+                                               v1::ExperimentState* resp) override;
 
   // Shared with Triton's repository calls of inference.GRPCInferenceService.
   absl::Status CheckAdmin(const grpc::ServerContextBase& ctx) const { return admin_->Check(ctx); }

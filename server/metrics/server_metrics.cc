@@ -178,7 +178,20 @@ ServerMetrics::ServerMetrics(MetricsOptions options, const BuildInfo& build)
                           .Name("dytserve_feedback_value_sum")
                           .Help("Sum of the values reported per arm; divided by "
                                 "dytserve_feedback_total{outcome=\"value\"}: the mean value.")
-                          .Register(*registry_)) {
+                          .Register(*registry_)),
+      arm_share_(prometheus::BuildGauge()
+                     .Name("dytserve_experiment_arm_share")
+                     .Help("Share of an experiment's requests without a routing key that its policy sends to each "
+                           "serving arm now (fixed: the weights; thompson: each arm's chance to draw best).")
+                     .Register(*registry_)),
+      arm_tripped_(prometheus::BuildGauge()
+                       .Name("dytserve_experiment_arm_tripped")
+                       .Help("1 while a guardrail has an experiment's arm out of the traffic, else 0.")
+                       .Register(*registry_)),
+      guardrail_trips_(prometheus::BuildCounter()
+                           .Name("dytserve_experiment_guardrail_trips_total")
+                           .Help("Guardrails that took an experiment's arm out of the traffic, by rule.")
+                           .Register(*registry_)) {
   prometheus::BuildGauge()
       .Name("dytserve_build_info")
       .Help("Build facts of this server; the value is always 1.")
@@ -277,6 +290,16 @@ void ServerMetrics::RecordFeedback(const std::string& experiment, const std::str
   feedback_.Add(with_outcome).Increment();
   if (outcome == "reward") feedback_reward_.Add(labels).Increment(amount);
   if (outcome == "value") feedback_value_.Add(labels).Increment(amount);
+}
+
+void ServerMetrics::SetArmShare(const std::string& experiment, const std::string& arm, double share, bool tripped) {
+  arm_share_.Add({{"experiment", experiment}, {"arm", arm}}).Set(share);
+  arm_tripped_.Add({{"experiment", experiment}, {"arm", arm}}).Set(tripped ? 1 : 0);
+}
+
+void ServerMetrics::CountGuardrailTrip(const std::string& experiment, const std::string& arm,
+                                       const std::string& rule) {
+  guardrail_trips_.Add({{"experiment", experiment}, {"arm", arm}, {"rule", rule}}).Increment();
 }
 
 }  // namespace dytserve

@@ -137,6 +137,10 @@ class ServerMetrics {
   // duplicate (credited to none). `amount`: the reward or value.
   void RecordFeedback(const std::string& experiment, const std::string& arm, const std::string& model,
                       absl::string_view outcome, double amount);
+  // An experiment arm's share of the requests without a routing key, and
+  // whether a guardrail took it out; a guardrail's trip.
+  void SetArmShare(const std::string& experiment, const std::string& arm, double share, bool tripped);
+  void CountGuardrailTrip(const std::string& experiment, const std::string& arm, const std::string& rule);
   prometheus::Counter& AuthRefusals(const std::string& service, const std::string& code) {
     return auth_refusals_.Add({{"service", service}, {"code", code}});
   }
@@ -173,6 +177,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& feedback_;
   prometheus::Family<prometheus::Counter>& feedback_reward_;
   prometheus::Family<prometheus::Gauge>& feedback_value_;
+  prometheus::Family<prometheus::Gauge>& arm_share_;
+  prometheus::Family<prometheus::Gauge>& arm_tripped_;
+  prometheus::Family<prometheus::Counter>& guardrail_trips_;
 
   std::shared_ptr<RequestMetrics> MakeRequestMetrics(const prometheus::Labels& labels,
                                                      prometheus::Family<prometheus::Counter>& requests,

@@ -1,6 +1,7 @@
 // A/B experiments against a real server: weighted and sticky routing, live
 // changes under load, shadows compared and counted, the admin token, the
 // per-arm metrics and the CLI report built from them.
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -137,7 +138,7 @@ experiments {
   }
 
   static Experiment Split(const std::string& name, uint32_t ln, uint32_t dyt) {
-    return {name, {{"ln", "vit_ln", "", ln, false, 0}, {"dyt", "vit_dyt", "", dyt, false, 0}}};
+    return {name, {{"ln", "vit_ln", "", ln, false, 0}, {"dyt", "vit_dyt", "", dyt, false, 0}}, {}, {}};
   }
 };
 
@@ -549,6 +550,130 @@ TEST_F(ExperimentTest, CliManagesExperimentsAndReportsPerArm) {
   testing::CommandResult bad_spec = testing::RunCommand(cli + "experiment create x --arms=ln=vit_ln");
   EXPECT_NE(bad_spec.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(bad_spec.output, "is not ARM=MODEL[@VERSION]:WEIGHT")) << bad_spec.output;
+}
+
+// A guardrail on accuracy: the dyt arm's labels all disagree with its
+// answers, so it is taken out (logged, counted, its share 0), every request
+// then goes to ln, and the CLI brings it back.
+TEST_F(ExperimentTest, AnAccuracyGuardrailTakesABadArmOutAndTheCliResumesIt) {
+  std::unique_ptr<Client> client = MakeClient();
+  std::unique_ptr<Client> feedback = MakeClient(kFeedbackToken);
+  Experiment e = Split("guarded", 1, 1);
+  e.guardrails.push_back({"accuracy", 0, 0, 0, 20});
+  ASSERT_TRUE(client->CreateExperiment(e).ok());
+  absl::StatusOr<Experiment> stored = client->GetExperiment("guarded");
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->guardrails.size(), 1u);
+  EXPECT_EQ(stored->guardrails[0].kind, "accuracy");
+
+  int dyt_after_trip = 0;
+  bool tripped = false;
+  for (int i = 0; i < 400; ++i) {
+    absl::StatusOr<InferResult> r = client->Infer("guarded", Image());
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (tripped && r->parameters["arm"] == "dyt") ++dyt_after_trip;
+    const std::vector<float> v = *r->Find("logits")->As<float>();
+    const int64_t top1 = std::max_element(v.begin(), v.begin() + r->Find("logits")->shape.back()) - v.begin();
+    Client::FeedbackOutcome outcome;
+    outcome.label = r->parameters["arm"] == "ln" ? top1 : top1 + 1;
+    ASSERT_TRUE(*feedback->Feedback(r->id, outcome));
+    absl::StatusOr<std::vector<ArmStatus>> state = client->GetExperimentState("guarded");
+    ASSERT_TRUE(state.ok());
+    tripped = !(*state)[1].tripped.empty();
+  }
+  EXPECT_TRUE(tripped);
+  absl::StatusOr<std::vector<ArmStatus>> state = client->GetExperimentState("guarded");
+  ASSERT_TRUE(state.ok());
+  ASSERT_EQ(state->size(), 2u);
+  EXPECT_NE((*state)[1].tripped.find("accuracy"), std::string::npos) << (*state)[1].tripped;
+  EXPECT_EQ((*state)[1].share, 0);
+  EXPECT_EQ(dyt_after_trip, 0) << "no request reached dyt after it was taken out";
+  const std::string scrape = Scrape();
+  EXPECT_EQ(Sum(scrape, "dytserve_experiment_arm_tripped", {"experiment=\"guarded\"", "arm=\"dyt\""}), 1);
+  EXPECT_EQ(Sum(scrape, "dytserve_experiment_guardrail_trips_total",
+                {"experiment=\"guarded\"", "arm=\"dyt\"", "rule=\"accuracy\""}),
+            1);
+  EXPECT_TRUE(absl::StrContains(server_->Stderr(), "guardrail accuracy took arm 'dyt' out")) << server_->Stderr();
+
+  const std::string cli = absl::StrCat(DYTSERVE_CLI_BIN, " --target=", server_->grpc_address(),
+                                       " --token_file=", (TestDir() / "admin.token").string(), " ");
+  testing::CommandResult resumed = testing::RunCommand(cli + "experiment resume guarded --arm=dyt");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  testing::CommandResult shown = testing::RunCommand(cli + "experiment state guarded");
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  EXPECT_TRUE(absl::StrContains(shown.output, "\"arm\":\"dyt\",\"share\":0.5,\"tripped\":\"\"")) << shown.output;
+  testing::CommandResult nope = testing::RunCommand(cli + "experiment resume guarded --arm=nope");
+  EXPECT_NE(nope.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(nope.output, "no serving arm 'nope'")) << nope.output;
+  EXPECT_EQ(Sum(Scrape(), "dytserve_experiment_arm_tripped", {"experiment=\"guarded\"", "arm=\"dyt\""}), 0);
+
+  // Bad rules are refused with the field named.
+  Experiment bad = Split("badrules", 1, 1);
+  bad.guardrails.push_back({"p99_latency", 0, 0, 0, 0});
+  absl::StatusOr<Experiment> refused = client->CreateExperiment(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "guardrails[0].p99_ms")) << refused.status();
+  bad.guardrails.clear();
+  bad.policy.kind = "thompson";
+  bad.policy.min_share = 0.7;
+  refused = client->CreateExperiment(bad);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "policy.min_share")) << refused.status();
+  bad.policy.kind = "greedy";
+  refused = client->CreateExperiment(bad);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "policy 'greedy'")) << refused.status();
+  EXPECT_TRUE(client->DeleteExperiment("guarded").ok());
+}
+
+// What a Thompson experiment learned survives a restart through
+// --experiment_state_file.
+TEST(ExperimentStateFile, APolicysFiguresSurviveARestart) {
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("dytserve-state-file-", getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir / "repo");
+  for (const char* model : {"vit_ln", "vit_dyt"}) fs::create_directory_symlink(fs::path(kRepo) / model, dir / "repo" / model);
+  std::ofstream(dir / "repo" / "experiments.pbtxt") << R"(
+experiments {
+  name: "vit"
+  arms { name: "ln" model: "vit_ln" weight: 50 }
+  arms { name: "dyt" model: "vit_dyt" weight: 50 }
+  policy { kind: THOMPSON reward: SLO slo_ms: 60000 min_share: 0.05 }
+}
+)";
+  const std::vector<std::string> args = {absl::StrCat("--model_repository=", (dir / "repo").string()),
+                                         absl::StrCat("--experiment_state_file=", (dir / "state.pbtxt").string())};
+  double trials_before = 0;
+  {
+    absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server = testing::ServerProcess::Start(DYTSERVE_SERVER_BIN, args);
+    ASSERT_TRUE(server.ok()) << server.status();
+    ClientOptions options;
+    options.endpoints = {(*server)->grpc_address()};
+    std::unique_ptr<Client> client = *Client::Create(options);
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(client->Infer("vit", Image()).ok());
+    absl::StatusOr<std::vector<ArmStatus>> state = client->GetExperimentState("vit");
+    ASSERT_TRUE(state.ok()) << state.status();
+    for (const ArmStatus& a : *state) trials_before += a.reward_trials;
+    EXPECT_EQ(trials_before, 50) << "every answer within the SLO is a reward trial";
+    EXPECT_EQ((*server)->Stop(SIGTERM), 0) << (*server)->Stderr();
+  }
+  ASSERT_TRUE(fs::exists(dir / "state.pbtxt"));
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> again = testing::ServerProcess::Start(DYTSERVE_SERVER_BIN, args);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ClientOptions options;
+  options.endpoints = {(*again)->grpc_address()};
+  std::unique_ptr<Client> client = *Client::Create(options);
+  absl::StatusOr<std::vector<ArmStatus>> state = client->GetExperimentState("vit");
+  ASSERT_TRUE(state.ok()) << state.status();
+  double trials_after = 0;
+  for (const ArmStatus& a : *state) trials_after += a.reward_trials;
+  EXPECT_EQ(trials_after, trials_before);
+  (*again)->Stop(SIGTERM);
+
+  // A state file that does not parse stops the start, naming the file.
+  std::ofstream(dir / "state.pbtxt") << "experiments { nonsense: 1 }\n";
+  absl::StatusOr<std::unique_ptr<testing::ServerProcess>> broken = testing::ServerProcess::Start(DYTSERVE_SERVER_BIN, args);
+  EXPECT_FALSE(broken.ok());
+  EXPECT_TRUE(absl::StrContains(broken.status().message(), "state.pbtxt")) << broken.status();
+  fs::remove_all(dir);
 }
 
 }  // namespace

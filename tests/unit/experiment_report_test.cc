@@ -30,6 +30,56 @@ std::string ArmSeries(const std::string& experiment, const std::string& arm, dou
   return out;
 }
 
+// The feedback series a server exposes for one arm.
+std::string FeedbackSeries(const std::string& experiment, const std::string& arm, double correct, double incorrect,
+                           double rewards = 0, double reward_sum = 0) {
+  const std::string labels = absl::StrCat("arm=\"", arm, "\",experiment=\"", experiment, "\",model=\"m_", arm, "\"");
+  return absl::StrCat("dytserve_feedback_total{", labels, ",outcome=\"correct\"} ", correct, "\n",
+                      "dytserve_feedback_total{", labels, ",outcome=\"incorrect\"} ", incorrect, "\n",
+                      "dytserve_feedback_total{", labels, ",outcome=\"reward\"} ", rewards, "\n",
+                      "dytserve_feedback_reward_sum{", labels, "} ", reward_sum, "\n");
+}
+
+TEST(ExperimentReport, AccuracyTwoPointsWorseIsInferior) {
+  const std::string scrape = ArmSeries("vit", "ln", 5000, 0, 0.001, 0.002) + FeedbackSeries("vit", "ln", 4750, 250) +
+                             ArmSeries("vit", "dyt", 5000, 0, 0.001, 0.002) + FeedbackSeries("vit", "dyt", 4650, 350);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(scrape, "", "vit", "ln", {}, 0.005);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->arms[1].model, "m_dyt:1") << "feedback series carry no version and must not rename the model";
+  EXPECT_NEAR(r->arms[0].accuracy.estimate, 0.95, 1e-12);
+  const ArmComparison& c = r->comparisons[0];
+  EXPECT_EQ(c.quality, "accuracy");
+  EXPECT_NEAR(c.quality_difference.estimate, -0.02, 1e-12);
+  EXPECT_EQ(c.inferiority, stats::Inferiority::kInferior) << c.quality_verdict;
+  EXPECT_EQ(c.outcomes_still_needed, 0);
+  const std::string text = ReportText(*r);
+  EXPECT_TRUE(absl::StrContains(text, "accuracy: inferior at a margin of 0.50 points")) << text;
+  EXPECT_TRUE(absl::StrContains(ReportJson(*r), "\"non_inferiority\":\"inferior\"")) << ReportJson(*r);
+}
+
+TEST(ExperimentReport, CloseArmsSayHowManyMoreOutcomesTheyNeed) {
+  const std::string scrape = ArmSeries("vit", "ln", 500, 0, 0.001, 0.002) + FeedbackSeries("vit", "ln", 475, 25) +
+                             ArmSeries("vit", "dyt", 500, 0, 0.001, 0.002) + FeedbackSeries("vit", "dyt", 474, 26);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(scrape, "", "vit", "ln", {}, 0.005);
+  ASSERT_TRUE(r.ok());
+  const ArmComparison& c = r->comparisons[0];
+  EXPECT_EQ(c.inferiority, stats::Inferiority::kInconclusive);
+  EXPECT_GT(c.outcomes_still_needed, 1000);
+  EXPECT_TRUE(absl::StrContains(c.quality_verdict, "more outcomes per arm")) << c.quality_verdict;
+  EXPECT_FALSE(BuildExperimentReport(scrape, "", "vit", "ln", {}, 0).ok()) << "a margin of 0 is refused";
+}
+
+TEST(ExperimentReport, RewardsAreComparedWhenNoLabelsCame) {
+  const std::string scrape = ArmSeries("e", "a", 100, 0, 0.001, 0.002) + FeedbackSeries("e", "a", 0, 0, 2000, 1400) +
+                             ArmSeries("e", "b", 100, 0, 0.001, 0.002) + FeedbackSeries("e", "b", 0, 0, 2000, 1420);
+  absl::StatusOr<ExperimentReport> r = BuildExperimentReport(scrape, "", "e", "a", {}, 0.05);
+  ASSERT_TRUE(r.ok());
+  const ArmComparison& c = r->comparisons[0];
+  EXPECT_EQ(c.quality, "mean reward");
+  EXPECT_NEAR(c.quality_difference.estimate, 0.01, 1e-12);
+  EXPECT_EQ(c.inferiority, stats::Inferiority::kNonInferior) << c.quality_verdict;
+}
+
 TEST(ExperimentReport, QuantilesInterpolateLikePrometheus) {
   Histogram h;
   h.cumulative = {{0.001, 0}, {0.002, 100}, {INFINITY, 100}};

@@ -124,6 +124,10 @@ class Client {
   absl::StatusOr<Experiment> GetExperiment(absl::string_view name);
   absl::StatusOr<std::vector<Experiment>> ListExperiments();
   absl::Status DeleteExperiment(absl::string_view name);
+  // Brings back an arm a guardrail took out (every endpoint), and what each
+  // serving arm's policy and guardrails know now (the first endpoint).
+  absl::Status ResumeArm(absl::string_view experiment, absl::string_view arm);
+  absl::StatusOr<std::vector<ArmStatus>> GetExperimentState(absl::string_view experiment);
   // The model repository (Triton's explicit model control). Load and unload
   // go to every endpoint; a load that fails leaves the served versions.
   absl::StatusOr<std::vector<RepositoryModel>> RepositoryIndex();
