@@ -14,6 +14,9 @@ writes
     DIR/vit_dyt_aoti/{config.pbtxt,1/model.pt2}      vit_dyt's weights as an AOTInductor package
     DIR/llama_dyt_aoti/{config.pbtxt,1/model.pt2}    llama_dyt's weights as an AOTInductor package
     DIR/experiments.pbtxt                             the default experiments (dytserve.v1.ExperimentList)
+    DIR/digits_test.json                              the held-out digits and their labels, for
+                                                      `dytserve-loadgen --dataset=digits` (written even
+                                                      when the models are up to date)
     DIR/manifest.json                                 written last; records the source hash
 
 The four ViTs are trained with the same recipe (dytserve_models.train) and
@@ -367,6 +370,27 @@ def build(out: Path, names=None, device: str = "cpu") -> dict:
     return manifest
 
 
+DATASET_FILE = "digits_test.json"
+
+
+def write_digits_dataset(out: Path) -> Path:
+    """The digits ViTs' held-out split (never trained on) with its labels, in the
+    layout dytserve-loadgen's --dataset reads:
+    {"name", "input", "datatype", "shape" (one example, no batch dim),
+     "examples": [{"data": [...], "label": int}, ...]}."""
+    from dytserve_models.train import load_digits_split
+
+    _, _, x_te, y_te = load_digits_split()
+    doc = {"name": "digits", "input": "pixel_values", "datatype": "FP32", "shape": list(x_te.shape[1:]),
+           "examples": [{"data": [round(float(v), 6) for v in x.flatten().tolist()], "label": int(y)}
+                        for x, y in zip(x_te, y_te)]}
+    path = out / DATASET_FILE
+    text = json.dumps(doc, separators=(",", ":")) + "\n"
+    if not path.exists() or path.read_text() != text:
+        _atomic_write(path, text.encode())
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="model repository directory to write")
@@ -382,6 +406,7 @@ def main(argv=None) -> int:
 
     digest = source_hash()
     if not args.force and up_to_date(out, digest, names, args.device):
+        write_digits_dataset(out)
         print("repository up to date")
         return 0
 
@@ -391,6 +416,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     manifest = build(out, names, args.device)
+    print(f"wrote {write_digits_dataset(out)}")
     for name, m in manifest["models"].items():
         attn = f", {m['attention']} attention" if "attention" in m else ""
         acc = f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""

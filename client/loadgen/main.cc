@@ -2,6 +2,10 @@
 // Inference Protocol server), sweeps, server-side breakdown from /metrics,
 // A/B comparison, and reports (text, JSON, CSV, HTML).
 #include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <optional>
+#include <thread>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -17,8 +21,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "dytserve/client.h"
 #include "dytserve/inputs.h"
+#include "loadgen/feedback.h"
 #include "loadgen/load.h"
 #include "loadgen/metrics_scrape.h"
 #include "loadgen/report.h"
@@ -47,6 +53,14 @@ ABSL_FLAG(std::string, csv, "", "Write per-step results as CSV to this file");
 ABSL_FLAG(std::string, html, "", "Write a self-contained HTML report with SVG charts to this file");
 ABSL_FLAG(bool, progress, true, "A live progress line on stderr");
 ABSL_FLAG(int, timeout_ms, 30000, "Deadline of each request");
+ABSL_FLAG(std::string, dataset, "",
+          "Send held-out labelled examples and feed their true labels back: digits (DIR/digits_test.json of "
+          "the repository in $DYTSERVE_REPO, else build/repository) or a file in that layout");
+ABSL_FLAG(std::string, feedback, "",
+          "Synthetic outcomes: synthetic:ARM=RATE,... makes each arm right with that probability");
+ABSL_FLAG(double, feedback_fraction, 1, "Share of the answers whose outcome is fed back");
+ABSL_FLAG(double, feedback_delay, 0, "Seconds between an answer and its outcome's feedback");
+ABSL_FLAG(std::string, feedback_token_file, "", "File holding the server's feedback token (--feedback_token_file)");
 ABSL_FLAG(std::string, protocol, "grpc", "grpc, or http (the v2 REST endpoint; --target is then its host:port)");
 ABSL_FLAG(bool, streaming, false, "gRPC: send over ModelStreamInfer streams instead of unary calls");
 ABSL_FLAG(int, streams, 4, "With --streaming: how many streams share the load");
@@ -157,11 +171,65 @@ int Run() {
     sender = GrpcUnarySender(client->get());
   }
 
+  // Outcome feedback: a dataset's labels, or synthetic per-arm rates.
+  const std::string dataset_flag = absl::GetFlag(FLAGS_dataset);
+  const bool with_feedback = !dataset_flag.empty() || !absl::GetFlag(FLAGS_feedback).empty();
+  std::optional<Dataset> dataset;
+  FeedbackSender* feedback_sender = nullptr;
+  if (with_feedback) {
+    if (protocol != "grpc" || absl::GetFlag(FLAGS_streaming)) {
+      return Fail("--dataset and --feedback send through the client library: unary gRPC only");
+    }
+    if (!dataset_flag.empty() && !absl::GetFlag(FLAGS_feedback).empty()) return Fail("give --dataset or --feedback, not both");
+    if (!absl::GetFlag(FLAGS_input_json).empty()) return Fail("--dataset/--feedback bring their own inputs; drop --input_json");
+    const double fraction = absl::GetFlag(FLAGS_feedback_fraction);
+    if (!(fraction >= 0 && fraction <= 1)) return Fail("--feedback_fraction must be in [0, 1]");
+    if (!(absl::GetFlag(FLAGS_feedback_delay) >= 0)) return Fail("--feedback_delay must be >= 0");
+    FeedbackPlan plan;
+    plan.fraction = fraction;
+    plan.delay = absl::Seconds(absl::GetFlag(FLAGS_feedback_delay));
+    if (!dataset_flag.empty()) {
+      std::string path = dataset_flag;
+      if (dataset_flag == "digits") {
+        const char* repo = std::getenv("DYTSERVE_REPO");
+        path = absl::StrCat(repo != nullptr ? repo : "build/repository", "/digits_test.json");
+      }
+      absl::StatusOr<Dataset> loaded = LoadDataset(path);
+      if (!loaded.ok()) {
+        return Fail(absl::StrCat(loaded.status().message(),
+                                 dataset_flag == "digits" ? " (models/export_repository.py writes it; set "
+                                                            "DYTSERVE_REPO to the repository)"
+                                                          : ""));
+      }
+      dataset = *std::move(loaded);
+    } else {
+      absl::StatusOr<std::map<std::string, double>> rates = ParseSyntheticFeedback(absl::GetFlag(FLAGS_feedback));
+      if (!rates.ok()) return Fail(std::string(rates.status().message()));
+      plan.arm_rates = *std::move(rates);
+    }
+    ClientOptions feedback_options = options;
+    if (!absl::GetFlag(FLAGS_feedback_token_file).empty()) {
+      std::ifstream in(absl::GetFlag(FLAGS_feedback_token_file));
+      std::string token;
+      if (!(in >> token)) return Fail(absl::StrCat("--feedback_token_file: cannot read ", absl::GetFlag(FLAGS_feedback_token_file)));
+      feedback_options.bearer_token = token;
+    }
+    absl::StatusOr<std::unique_ptr<Client>> feedback_client = Client::Create(feedback_options);
+    if (!feedback_client.ok()) return Fail(std::string(feedback_client.status().message()));
+    // The labels are keyed by where each request's inputs live: filled once
+    // the request source exists, below.
+    auto owned = std::make_unique<FeedbackSender>(client->get(), *std::move(feedback_client), std::move(plan));
+    feedback_sender = owned.get();
+    sender = std::move(owned);
+  }
+
   // Requests: the same inputs for every model (A/B compares like with like).
   RequestSource source;
   source.models = models;
   std::vector<std::vector<Tensor>> inputs;
-  if (!absl::GetFlag(FLAGS_input_json).empty()) {
+  if (dataset) {
+    inputs = dataset->inputs;
+  } else if (!absl::GetFlag(FLAGS_input_json).empty()) {
     std::ifstream in(absl::GetFlag(FLAGS_input_json));
     if (!in) return Fail(absl::StrCat("cannot read --input_json ", absl::GetFlag(FLAGS_input_json)));
     std::stringstream text;
@@ -187,6 +255,41 @@ int Run() {
   }
   for (const auto& in : inputs) {
     for (size_t m = 0; m < models.size(); ++m) source.requests.push_back({static_cast<int>(m), in});
+  }
+  if (dataset) {
+    FeedbackPlan* plan = feedback_sender->mutable_plan();
+    for (size_t i = 0; i < source.requests.size(); ++i) {
+      plan->labels[&source.requests[i].second] = dataset->labels[i / models.size()];
+    }
+  }
+
+  // Per-arm accuracy and share over the run, for the HTML report.
+  std::map<std::string, ArmTimeline> timeline;
+  absl::Notification timeline_done;
+  std::thread timeline_thread;
+  if (with_feedback && !absl::GetFlag(FLAGS_metrics_url).empty()) {
+    timeline_thread = std::thread([&] {
+      const absl::Time start = absl::Now();
+      std::map<std::string, ExperimentArmFigures> first;
+      bool have_first = false;
+      do {
+        absl::StatusOr<std::string> body = Scrape(absl::GetFlag(FLAGS_metrics_url));
+        if (!body.ok()) continue;
+        const double t = absl::ToDoubleSeconds(absl::Now() - start);
+        std::map<std::string, ExperimentArmFigures> arms = ExperimentArms(*body, models[0]);
+        if (!have_first) {
+          first = arms;
+          have_first = true;
+        }
+        for (const auto& [arm, f] : arms) {
+          ArmTimeline& line = timeline[arm];
+          line.arm = arm;
+          const double labels = f.labels - first[arm].labels;
+          if (labels > 0) line.accuracy.push_back({t, (f.correct - first[arm].correct) / labels});
+          if (f.share >= 0) line.share.push_back({t, f.share});
+        }
+      } while (!timeline_done.WaitForNotificationWithTimeout(absl::Seconds(1)));
+    });
   }
 
   const std::string metrics_url = absl::GetFlag(FLAGS_metrics_url);
@@ -232,6 +335,22 @@ int Run() {
     steps.push_back(std::move(step));
   }
 
+  if (timeline_thread.joinable()) {
+    timeline_done.Notify();
+    timeline_thread.join();
+  }
+  if (feedback_sender != nullptr) {
+    feedback_sender->Finish();
+    const FeedbackTally tally = feedback_sender->tally();
+    std::string arms;
+    for (const auto& [arm, labels] : tally.labels_by_arm) {
+      const auto correct = tally.correct_by_arm.find(arm);
+      absl::StrAppend(&arms, " ", arm, " ", correct == tally.correct_by_arm.end() ? 0 : correct->second, "/", labels);
+    }
+    std::printf("feedback: %lld sent, %lld recorded by the server, %lld failed; correct per arm:%s\n",
+                static_cast<long long>(tally.sent), static_cast<long long>(tally.recorded),
+                static_cast<long long>(tally.failed), arms.c_str());
+  }
   std::printf("%s", SummaryText(steps).c_str());
   const auto write = [](const std::string& path, const std::string& text) {
     if (path.empty()) return true;
@@ -242,7 +361,10 @@ int Run() {
   };
   bool ok = write(absl::GetFlag(FLAGS_json), Json(steps));
   ok &= write(absl::GetFlag(FLAGS_csv), Csv(steps));
-  ok &= write(absl::GetFlag(FLAGS_html), Html(steps, absl::StrCat("dytserve-loadgen: ", absl::StrJoin(models, " vs "))));
+  std::vector<ArmTimeline> arm_lines;
+  for (auto& [arm, line] : timeline) arm_lines.push_back(std::move(line));
+  ok &= write(absl::GetFlag(FLAGS_html),
+              Html(steps, absl::StrCat("dytserve-loadgen: ", absl::StrJoin(models, " vs ")), arm_lines));
   return ok ? 0 : 1;
 }
 

@@ -53,6 +53,43 @@ absl::StatusOr<std::string> Scrape(const std::string& url) {
   return response.substr(body + 4);
 }
 
+namespace {
+
+// The value of label `key` on a sample line; empty when absent.
+std::string LabelOf(const std::string& line, const std::string& key) {
+  const std::string needle = key + "=\"";
+  size_t at = line.find(needle);
+  while (at != std::string::npos && at > 0 && line[at - 1] != '{' && line[at - 1] != ',') at = line.find(needle, at + 1);
+  if (at == std::string::npos) return "";
+  const size_t start = at + needle.size();
+  const size_t end = line.find('"', start);
+  return end == std::string::npos ? "" : line.substr(start, end - start);
+}
+
+}  // namespace
+
+std::map<std::string, ExperimentArmFigures> ExperimentArms(const std::string& scrape, const std::string& experiment) {
+  std::map<std::string, ExperimentArmFigures> arms;
+  std::istringstream lines(scrape);
+  for (std::string line; std::getline(lines, line);) {
+    const bool feedback = absl::StartsWith(line, "dytserve_feedback_total{");
+    const bool share = absl::StartsWith(line, "dytserve_experiment_arm_share{");
+    if (!(feedback || share) || LabelOf(line, "experiment") != experiment) continue;
+    const std::string arm = LabelOf(line, "arm");
+    double value = 0;
+    if (arm.empty() || !absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) continue;
+    ExperimentArmFigures& f = arms[arm];
+    if (share) {
+      f.share = value;
+      continue;
+    }
+    const std::string outcome = LabelOf(line, "outcome");
+    if (outcome == "correct") f.correct += value;
+    if (outcome == "correct" || outcome == "incorrect") f.labels += value;
+  }
+  return arms;
+}
+
 double SumSeries(const std::string& scrape, const std::string& family, const std::vector<std::string>& models) {
   double sum = 0;
   std::istringstream lines(scrape);

@@ -4,6 +4,7 @@
 #ifndef DYTSERVE_CLIENT_LOADGEN_METRICS_SCRAPE_H_
 #define DYTSERVE_CLIENT_LOADGEN_METRICS_SCRAPE_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,16 @@ absl::StatusOr<std::string> Scrape(const std::string& url);
 
 // Sum over `models` of a series' value (labels model=..., any version).
 double SumSeries(const std::string& scrape, const std::string& family, const std::vector<std::string>& models);
+
+// One experiment's arms in a scrape: labels fed back and how many were
+// correct (dytserve_feedback_total), and the policy's current share
+// (dytserve_experiment_arm_share; -1 when absent).
+struct ExperimentArmFigures {
+  double correct = 0;
+  double labels = 0;
+  double share = -1;
+};
+std::map<std::string, ExperimentArmFigures> ExperimentArms(const std::string& scrape, const std::string& experiment);
 
 ServerBreakdown Breakdown(const std::string& before, const std::string& after, const std::vector<std::string>& models);
 

@@ -245,7 +245,52 @@ std::string Csv(const std::vector<StepReport>& steps) {
   return out;
 }
 
-std::string Html(const std::vector<StepReport>& steps, const std::string& title) {
+// One line per series, on a shared time axis; y from 0 to `max_y`.
+static std::string TimeChart(const std::string& title, const std::string& y_label, double max_y,
+                      const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& series) {
+  constexpr double W = 640, H = 300, L = 60, B = 50, T = 30, R = 20;
+  const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"};
+  double max_x = 1e-9;
+  for (const auto& [name, points] : series) {
+    for (const auto& [x, y] : points) max_x = std::max(max_x, x);
+  }
+  std::string lines, legend;
+  for (size_t s = 0; s < series.size(); ++s) {
+    std::string path;
+    for (const auto& [x, y] : series[s].second) {
+      absl::StrAppend(&path, path.empty() ? "M" : " L", Num(L + (W - L - R) * x / max_x), ",",
+                      Num(H - B - (H - B - T - 10) * std::min(y, max_y) / max_y));
+    }
+    absl::StrAppend(&lines, "<path d=\"", path, "\" fill=\"none\" stroke=\"", colors[s % 6],
+                    "\" stroke-width=\"2\"><title>", Escape(series[s].first), "</title></path>");
+    absl::StrAppend(&legend, "<rect x=\"", Num(L + s * 90), "\" y=\"", H - 18, "\" width=\"10\" height=\"10\" fill=\"",
+                    colors[s % 6], "\"/><text x=\"", Num(L + s * 90 + 14), "\" y=\"", H - 9,
+                    "\" font-size=\"11\">", Escape(series[s].first), "</text>");
+  }
+  return absl::StrCat("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"", W, "\" height=\"", H, "\">",
+                      "<text x=\"", L, "\" y=\"18\" font-size=\"14\">", Escape(title), "</text>",
+                      Ticks(max_y, L, W - R, T + 10, H - B, false), Ticks(max_x, L, W - R, T + 10, H - B, true),
+                      "<line x1=\"", L, "\" y1=\"", H - B, "\" x2=\"", W - R, "\" y2=\"", H - B, "\" stroke=\"#333\"/>",
+                      "<text x=\"", L, "\" y=\"", T + 4, "\" font-size=\"12\">", Escape(y_label), "</text>",
+                      "<text x=\"", (L + W - R) / 2, "\" y=\"", H - 28, "\" font-size=\"12\" text-anchor=\"middle\">",
+                      "seconds</text>", lines, legend, "</svg>");
+}
+
+static std::string ArmCharts(const std::vector<ArmTimeline>& arms) {
+  if (arms.empty()) return "";
+  std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> accuracy, share;
+  for (const ArmTimeline& a : arms) {
+    if (!a.accuracy.empty()) accuracy.push_back({a.arm, a.accuracy});
+    if (!a.share.empty()) share.push_back({a.arm, a.share});
+  }
+  std::string out = "<h2>Experiment arms over the run</h2>";
+  if (!accuracy.empty()) absl::StrAppend(&out, TimeChart("accuracy of the labels fed back", "accuracy", 1, accuracy));
+  if (!share.empty()) absl::StrAppend(&out, TimeChart("share of traffic (policy)", "share", 1, share));
+  return out;
+}
+
+std::string Html(const std::vector<StepReport>& steps, const std::string& title,
+                 const std::vector<ArmTimeline>& arms) {
   std::vector<std::pair<double, double>> curve;
   std::vector<std::string> labels;
   std::vector<std::vector<double>> percentiles;
@@ -275,7 +320,8 @@ std::string Html(const std::vector<StepReport>& steps, const std::string& title)
       "<h1>", Escape(title), "</h1><h2>Throughput vs p99</h2>",
       LineChart("p99 latency vs throughput", "throughput (requests/s)", "p99 (ms)", curve),
       "<h2>Latency percentiles per step</h2>",
-      BarChart("latency ms", labels, {"p50", "p90", "p99", "p99.9"}, percentiles), ab, "<h2>Summary</h2><pre>",
+      BarChart("latency ms", labels, {"p50", "p90", "p99", "p99.9"}, percentiles), ab, ArmCharts(arms),
+      "<h2>Summary</h2><pre>",
       Escape(SummaryText(steps)), "</pre></body></html>\n");
 }
 

@@ -44,7 +44,17 @@ void Analyze(const std::vector<std::string>& models, StepReport* step);
 std::string SummaryText(const std::vector<StepReport>& steps);
 std::string Json(const std::vector<StepReport>& steps);
 std::string Csv(const std::vector<StepReport>& steps);
-std::string Html(const std::vector<StepReport>& steps, const std::string& title);
+// An experiment arm over the run (the server's /metrics about once a
+// second): accuracy of the labels fed back since the run began, and the
+// share of traffic its policy gives it. (seconds since start, value)
+struct ArmTimeline {
+  std::string arm;
+  std::vector<std::pair<double, double>> accuracy;
+  std::vector<std::pair<double, double>> share;
+};
+
+std::string Html(const std::vector<StepReport>& steps, const std::string& title,
+                 const std::vector<ArmTimeline>& arms = {});
 
 }  // namespace dytserve::loadgen
 

@@ -2,6 +2,8 @@
 // omission under a real stall, the JSON schema, A/B mode and the reports.
 #include <signal.h>
 
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -202,6 +204,56 @@ TEST_F(LoadgenTest, EveryProtocolCarriesTheLoad) {
   const ProcRun unknown = Loadgen(absl::StrCat(Common(), " --protocol=quic --model=vit_dyt --concurrency=1"));
   EXPECT_EQ(unknown.exit_code, 2);
   EXPECT_NE(unknown.output.find("--protocol=quic"), std::string::npos) << unknown.output;
+}
+
+// The rehearsal on one machine: held-out digits through the vit experiment,
+// their true labels fed back, so the arms show their real accuracy (the
+// trained ViTs score about 95% on this split), and synthetic outcomes whose
+// per-arm rates are chosen.
+TEST_F(LoadgenTest, DatasetFeedbackShowsRealPerArmAccuracy) {
+  const std::string dir = ::testing::TempDir();
+  const ProcRun run = Loadgen(absl::StrCat(Common(), " --model=vit --dataset=", DYTSERVE_TEST_REPO,
+                                           "/digits_test.json --rate=80 --duration=3 --warmup=0.3",
+                                           " --feedback_delay=0.1 --html=", dir, "/fb.html"));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  long long sent = 0, recorded = 0;
+  const size_t at = run.output.find("feedback: ");
+  ASSERT_NE(at, std::string::npos) << run.output;
+  ASSERT_EQ(std::sscanf(run.output.c_str() + at, "feedback: %lld sent, %lld recorded", &sent, &recorded), 2);
+  EXPECT_GT(sent, 100);
+  EXPECT_EQ(recorded, sent) << "every label reached the replica that served its request";
+  for (const char* arm : {" ln ", " dyt "}) {
+    const size_t a = run.output.find(arm, at);
+    ASSERT_NE(a, std::string::npos) << run.output;
+    long long correct = 0, labels = 0;
+    ASSERT_EQ(std::sscanf(run.output.c_str() + a + std::strlen(arm), "%lld/%lld", &correct, &labels), 2);
+    EXPECT_GT(static_cast<double>(correct) / labels, 0.85) << arm << correct << "/" << labels;
+  }
+  std::ifstream html(dir + "/fb.html");
+  std::stringstream page;
+  page << html.rdbuf();
+  EXPECT_NE(page.str().find("accuracy of the labels fed back"), std::string::npos);
+  EXPECT_NE(page.str().find("share of traffic"), std::string::npos);
+
+  const ProcRun synthetic =
+      Loadgen(absl::StrCat(Common(), " --model=vit --feedback=synthetic:ln=1,dyt=0 --concurrency=2 --duration=2 --warmup=0.2"));
+  ASSERT_EQ(synthetic.exit_code, 0) << synthetic.output;
+  EXPECT_NE(synthetic.output.find("correct per arm: dyt 0/"), std::string::npos) << synthetic.output;
+  long long ln_correct = -1, ln_labels = -2;
+  const size_t ln = synthetic.output.find(" ln ", synthetic.output.find("correct per arm"));
+  ASSERT_NE(ln, std::string::npos) << synthetic.output;
+  ASSERT_EQ(std::sscanf(synthetic.output.c_str() + ln + 4, "%lld/%lld", &ln_correct, &ln_labels), 2);
+  EXPECT_EQ(ln_correct, ln_labels);
+
+  const ProcRun rest = Loadgen(absl::StrCat(Common(), " --model=vit --dataset=digits --protocol=http --concurrency=1"));
+  EXPECT_EQ(rest.exit_code, 2);
+  EXPECT_NE(rest.output.find("unary gRPC only"), std::string::npos) << rest.output;
+  const ProcRun rate = Loadgen(absl::StrCat(Common(), " --model=vit --feedback=synthetic:ln=2 --concurrency=1"));
+  EXPECT_EQ(rate.exit_code, 2);
+  EXPECT_NE(rate.output.find("'ln=2' is not ARM=RATE"), std::string::npos) << rate.output;
+  const ProcRun missing = Loadgen(absl::StrCat(Common(), " --model=vit --dataset=/no/such.json --concurrency=1"));
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.output.find("cannot read /no/such.json"), std::string::npos) << missing.output;
 }
 
 TEST_F(LoadgenTest, BadFlagsAreClearErrors) {
