@@ -450,6 +450,10 @@ absl::StatusOr<Listening> Serve(const ServerOptions& o, Core& core, Services& se
   return l;
 }
 
+// After the grace period, how long the calls answered UNAVAILABLE (and
+// forward passes already running) get to reach their clients.
+constexpr absl::Duration kAnswerMargin = absl::Seconds(3);
+
 // Step 5: serve until SIGTERM/SIGINT, then drain: health goes NOT_SERVING,
 // gRPC refuses new calls at once and waits for accepted ones, whose tasks the
 // batch threads keep computing. Whatever is still queued when the grace
@@ -492,7 +496,12 @@ void RunUntilSignalThenDrain(const ServerOptions& o, Core& core, Services& servi
   std::thread enforcer([&] {
     if (!drained.WaitForNotificationWithDeadline(grace_end)) engine.Shutdown();
   });
-  l.grpc_server->Shutdown(absl::ToChronoTime(grace_end));
+  // gRPC cancels the calls still open at its deadline, and a client sees
+  // CANCELLED, which no retry policy retries. So its deadline comes a few
+  // seconds after the grace period: at grace_end the engine answers what
+  // is still queued with UNAVAILABLE (retried on another replica), and only
+  // a forward pass running past the margin is cut.
+  l.grpc_server->Shutdown(absl::ToChronoTime(grace_end + kAnswerMargin));
   drained.Notify();
   enforcer.join();
   engine.Shutdown();

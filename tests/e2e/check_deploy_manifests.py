@@ -109,9 +109,19 @@ sleep_s = int(get(pre, "sleep.seconds", 0)) or next(
 grace = int(args.get("shutdown_grace_s", defaults.get("shutdown_grace_s", 0)))
 period = get(pod, "spec.terminationGracePeriodSeconds", 30)
 check(sleep_s > 0, "preStop sleeps before SIGTERM (endpoint removal reaches clients first)", pre)
-check(period > sleep_s + grace,
-      f"terminationGracePeriodSeconds ({period}) > preStop sleep ({sleep_s}) + --shutdown_grace_s ({grace})",
+# The server answers what is left UNAVAILABLE at the end of the grace period
+# and gives those answers 3 s (kAnswerMargin in server/main.cc) to leave.
+ANSWER_MARGIN_S = 3
+check(period > sleep_s + grace + ANSWER_MARGIN_S,
+      f"terminationGracePeriodSeconds ({period}) > preStop sleep ({sleep_s}) + --shutdown_grace_s ({grace})"
+      f" + the server's answer margin ({ANSWER_MARGIN_S})",
       "SIGKILL would cut the drain short")
+readiness = get(c, "readinessProbe", {})
+ready_after = int(readiness.get("periodSeconds", 10)) * int(readiness.get("failureThreshold", 3))
+check(ready_after <= sleep_s + grace,
+      f"readiness notices a draining pod ({ready_after} s = periodSeconds x failureThreshold) within preStop"
+      f" + grace ({sleep_s + grace} s): clients that route by readiness leave before the drain ends",
+      readiness)
 
 volumes = {v.get("name") for v in get(pod, "spec.volumes", [])}
 mounts = {m.get("mountPath"): m.get("name") for m in c.get("volumeMounts", [])}
