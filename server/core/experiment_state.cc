@@ -34,19 +34,14 @@ std::string RuleName(const v1::Guardrail& g) {
 
 }  // namespace
 
-double BetaDraw(absl::BitGen& gen, double a, double b) {
+double BetaDraw(std::mt19937_64& gen, double a, double b) {
   std::gamma_distribution<double> ga(a, 1.0), gb(b, 1.0);
   const double x = ga(gen), y = gb(gen);
   return x + y > 0 ? x / (x + y) : 0.5;
 }
 
 ExperimentState::ExperimentState(std::string experiment, Hooks hooks, uint64_t seed)
-    : experiment_(std::move(experiment)), hooks_(std::move(hooks)) {
-  if (seed != 0) {
-    std::seed_seq seq{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)};
-    gen_ = absl::BitGen(seq);
-  }
-}
+    : experiment_(std::move(experiment)), hooks_(std::move(hooks)), gen_(seed != 0 ? seed : std::random_device{}()) {}
 
 void ExperimentState::Configure(const v1::Experiment& config) {
   absl::MutexLock lock(&mu_);
@@ -82,7 +77,7 @@ std::vector<size_t> ExperimentState::Eligible() const {
   return out;
 }
 
-size_t ExperimentState::PolicyPick(const std::vector<size_t>& eligible, absl::BitGen& gen) const {
+size_t ExperimentState::PolicyPick(const std::vector<size_t>& eligible, std::mt19937_64& gen) const {
   switch (policy_.kind()) {
     case v1::Policy::THOMPSON: {
       size_t best = eligible[0];

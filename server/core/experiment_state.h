@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -98,7 +99,7 @@ class ExperimentState {
   // The arms a request without a key may get (weight > 0, not taken out).
   std::vector<size_t> Eligible() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One pick by the policy (no minimum share) among `eligible`.
-  size_t PolicyPick(const std::vector<size_t>& eligible, absl::BitGen& gen) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t PolicyPick(const std::vector<size_t>& eligible, std::mt19937_64& gen) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static double P99Ms(const Arm& arm);
 
   const std::string experiment_;
@@ -109,11 +110,13 @@ class ExperimentState {
   std::vector<Arm> arms_ ABSL_GUARDED_BY(mu_);  // the serving arms, configuration order
   bool any_tripped_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t events_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::BitGen gen_ ABSL_GUARDED_BY(mu_);
+  // Not absl::BitGen: its seeding is salted per process, and simulations
+  // must replay exactly from a seed.
+  std::mt19937_64 gen_ ABSL_GUARDED_BY(mu_);
 };
 
 // A draw from Beta(a, b), a, b > 0.
-double BetaDraw(absl::BitGen& gen, double a, double b);
+double BetaDraw(std::mt19937_64& gen, double a, double b);
 
 }  // namespace dytserve
 
