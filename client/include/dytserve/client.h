@@ -35,8 +35,9 @@ struct ClientOptions {
   // every address it resolves to, re-resolved as pods come and go.
   std::vector<std::string> endpoints;
   // Attempts per inference or metadata call when the answer is UNAVAILABLE
-  // (a replica going away or draining): gRPC retries on another replica with
-  // a short backoff. 1 turns retries off; at most 5.
+  // (a replica going away or draining) or a CANCELLED the server sent (a
+  // call that reached a replica as it shut down): gRPC retries on another
+  // replica with a short backoff. 1 turns retries off; at most 5.
   int max_attempts = 3;
   bool tls = false;
   // PEM roots to trust; empty uses the system's. Client cert/key enable mTLS.
