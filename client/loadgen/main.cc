@@ -60,6 +60,8 @@ ABSL_FLAG(std::string, feedback, "",
           "Synthetic outcomes: synthetic:ARM=RATE,... makes each arm right with that probability");
 ABSL_FLAG(double, feedback_fraction, 1, "Share of the answers whose outcome is fed back");
 ABSL_FLAG(double, feedback_delay, 0, "Seconds between an answer and its outcome's feedback");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the server's inference token (--inference_token_file), sent on every protocol");
 ABSL_FLAG(std::string, feedback_token_file, "", "File holding the server's feedback token (--feedback_token_file)");
 ABSL_FLAG(std::string, protocol, "grpc", "grpc, or http (the v2 REST endpoint; --target is then its host:port)");
 ABSL_FLAG(bool, streaming, false, "gRPC: send over ModelStreamInfer streams instead of unary calls");
@@ -144,6 +146,10 @@ int Run() {
     options.endpoints.emplace_back(t);
   }
   options.default_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_token_file));
+    if (!(in >> options.bearer_token)) return Fail(absl::StrCat("--token_file: cannot read ", absl::GetFlag(FLAGS_token_file)));
+  }
   const std::string protocol = absl::GetFlag(FLAGS_protocol);
   if (protocol != "grpc" && protocol != "http") return Fail(absl::StrCat("--protocol=", protocol, ": grpc or http"));
   if (protocol == "http" && absl::GetFlag(FLAGS_streaming)) return Fail("--streaming is a gRPC call; not with --protocol=http");
@@ -160,11 +166,11 @@ int Run() {
         HttpSender(options.endpoints[0], absl::GetFlag(FLAGS_http_binary),
                    open_loop ? absl::GetFlag(FLAGS_http_connections)
                              : std::max(absl::GetFlag(FLAGS_http_connections), most_in_flight),
-                   options.default_deadline);
+                   options.default_deadline, options.bearer_token);
     if (!http.ok()) return Fail(absl::StrCat("--target: ", http.status().message()));
     sender = *std::move(http);
   } else if (absl::GetFlag(FLAGS_streaming)) {
-    absl::StatusOr<std::unique_ptr<Sender>> stream = GrpcStreamSender(options.endpoints[0], absl::GetFlag(FLAGS_streams));
+    absl::StatusOr<std::unique_ptr<Sender>> stream = GrpcStreamSender(options.endpoints[0], absl::GetFlag(FLAGS_streams), options.bearer_token);
     if (!stream.ok()) return Fail(absl::StrCat("--streams: ", stream.status().message()));
     sender = *std::move(stream);
   } else {
@@ -208,6 +214,7 @@ int Run() {
       plan.arm_rates = *std::move(rates);
     }
     ClientOptions feedback_options = options;
+    feedback_options.bearer_token.clear();  // the inference token does not open feedback
     if (!absl::GetFlag(FLAGS_feedback_token_file).empty()) {
       std::ifstream in(absl::GetFlag(FLAGS_feedback_token_file));
       std::string token;
@@ -238,7 +245,7 @@ int Run() {
     if (!parsed.ok()) return Fail(std::string(parsed.status().message()));
     inputs.push_back(*parsed);
   } else {
-    absl::StatusOr<ModelMetadata> metadata = protocol == "http" ? HttpModelMetadata(options.endpoints[0], models[0])
+    absl::StatusOr<ModelMetadata> metadata = protocol == "http" ? HttpModelMetadata(options.endpoints[0], models[0], options.bearer_token)
                                                                 : (*client)->GetModelMetadata(models[0]);
     if (!metadata.ok()) return Fail(absl::StrCat("metadata of ", models[0], ": ", metadata.status().ToString()));
     std::mt19937_64 rng(1);

@@ -14,7 +14,7 @@
 
 namespace dytserve::loadgen {
 
-absl::StatusOr<std::string> Scrape(const std::string& url) {
+absl::StatusOr<std::string> Scrape(const std::string& url, const std::string& bearer_token) {
   absl::string_view rest = url;
   absl::ConsumePrefix(&rest, "http://");
   const size_t slash = rest.find('/');
@@ -40,7 +40,9 @@ absl::StatusOr<std::string> Scrape(const std::string& url) {
     if (fd >= 0) close(fd);
     return absl::UnavailableError(absl::StrCat("cannot connect to ", host_port));
   }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: ", host_port, "\r\nConnection: close\r\n\r\n");
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: ", host_port, "\r\nConnection: close\r\n",
+                   bearer_token.empty() ? "" : absl::StrCat("Authorization: Bearer ", bearer_token, "\r\n"), "\r\n");
   send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string response;
   char buf[8192];

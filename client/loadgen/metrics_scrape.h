@@ -15,7 +15,8 @@ namespace dytserve::loadgen {
 
 // GET http://HOST:PORT/metrics (or the given URL's path); the body of a 200
 // answer (also used for the REST endpoint's model metadata).
-absl::StatusOr<std::string> Scrape(const std::string& url);
+// `bearer_token`, when not empty, goes in an Authorization header.
+absl::StatusOr<std::string> Scrape(const std::string& url, const std::string& bearer_token = "");
 
 // Sum over `models` of a series' value (labels model=..., any version).
 double SumSeries(const std::string& scrape, const std::string& family, const std::vector<std::string>& models);

@@ -44,7 +44,8 @@ class Stream {
  public:
   // No deadline: a stream has one for its whole life, and a load step's
   // stream lives as long as the step.
-  explicit Stream(inference::GRPCInferenceService::Stub* stub) {
+  Stream(inference::GRPCInferenceService::Stub* stub, const std::string& bearer_token) {
+    if (!bearer_token.empty()) ctx_.AddMetadata("authorization", "Bearer " + bearer_token);
     stream_ = stub->ModelStreamInfer(&ctx_);
     reader_ = std::thread([this] { Read(); });
   }
@@ -108,9 +109,9 @@ class Stream {
 
 class GrpcStream final : public Sender {
  public:
-  GrpcStream(const std::string& target, int streams)
+  GrpcStream(const std::string& target, int streams, const std::string& bearer_token)
       : stub_(inference::GRPCInferenceService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {
-    for (int i = 0; i < streams; ++i) streams_.push_back(std::make_unique<Stream>(stub_.get()));
+    for (int i = 0; i < streams; ++i) streams_.push_back(std::make_unique<Stream>(stub_.get(), bearer_token));
   }
   void InferAsync(const std::string& model, const std::vector<Tensor>& inputs, Done done) override {
     inference::ModelInferRequest request;
@@ -208,8 +209,12 @@ Encoded Encode(const std::vector<Tensor>& inputs, bool binary) {
 // takes requests from one queue.
 class Http final : public Sender {
  public:
-  Http(std::string host, int port, bool binary, int connections, absl::Duration timeout)
-      : host_(std::move(host)), port_(port), binary_(binary), timeout_(timeout) {
+  Http(std::string host, int port, bool binary, int connections, absl::Duration timeout, std::string bearer_token)
+      : host_(std::move(host)),
+        port_(port),
+        binary_(binary),
+        timeout_(timeout),
+        authorization_(bearer_token.empty() ? "" : absl::StrCat("Authorization: Bearer ", bearer_token, "\r\n")) {
     for (int i = 0; i < connections; ++i) threads_.emplace_back([this] { Work(); });
   }
   ~Http() override {
@@ -242,7 +247,7 @@ class Http final : public Sender {
     std::string request = absl::StrCat("POST /v2/models/", job.model, "/infer HTTP/1.1\r\nHost: ", host_,
                                        "\r\nContent-Length: ", job.encoded->body.size(), "\r\n");
     if (binary_) absl::StrAppend(&request, "Inference-Header-Content-Length: ", job.encoded->header_length, "\r\n");
-    absl::StrAppend(&request, "\r\n");
+    absl::StrAppend(&request, authorization_, "\r\n");
     request += job.encoded->body;
     for (size_t sent = 0; sent < request.size();) {
       const ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
@@ -307,6 +312,7 @@ class Http final : public Sender {
   const int port_;
   const bool binary_;
   const absl::Duration timeout_;
+  const std::string authorization_;  // a header line, or empty
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   std::map<const std::vector<Tensor>*, Encoded> encoded_ ABSL_GUARDED_BY(mu_);
@@ -316,8 +322,9 @@ class Http final : public Sender {
 
 }  // namespace
 
-absl::StatusOr<ModelMetadata> HttpModelMetadata(const std::string& target, const std::string& model) {
-  absl::StatusOr<std::string> body = Scrape(absl::StrCat(target, "/v2/models/", model));
+absl::StatusOr<ModelMetadata> HttpModelMetadata(const std::string& target, const std::string& model,
+                                                const std::string& bearer_token) {
+  absl::StatusOr<std::string> body = Scrape(absl::StrCat(target, "/v2/models/", model), bearer_token);
   if (!body.ok()) return body.status();
   const nlohmann::json doc = nlohmann::json::parse(*body, nullptr, false);
   if (!doc.is_object()) return absl::UnknownError("model metadata is not JSON");
@@ -336,18 +343,19 @@ absl::StatusOr<ModelMetadata> HttpModelMetadata(const std::string& target, const
 
 std::unique_ptr<Sender> GrpcUnarySender(Client* client) { return std::make_unique<GrpcUnary>(client); }
 
-absl::StatusOr<std::unique_ptr<Sender>> GrpcStreamSender(const std::string& target, int streams) {
+absl::StatusOr<std::unique_ptr<Sender>> GrpcStreamSender(const std::string& target, int streams,
+                                                         const std::string& bearer_token) {
   if (streams < 1) return absl::InvalidArgumentError("a stream sender needs at least one stream");
-  return std::make_unique<GrpcStream>(target, streams);
+  return std::make_unique<GrpcStream>(target, streams, bearer_token);
 }
 
 absl::StatusOr<std::unique_ptr<Sender>> HttpSender(const std::string& target, bool binary, int connections,
-                                                   absl::Duration timeout) {
+                                                   absl::Duration timeout, const std::string& bearer_token) {
   std::string host;
   int port = 0;
   if (absl::Status s = ParseTarget(target, &host, &port); !s.ok()) return s;
   if (connections < 1) return absl::InvalidArgumentError("an HTTP sender needs at least one connection");
-  return std::make_unique<Http>(host, port, binary, connections, timeout);
+  return std::make_unique<Http>(host, port, binary, connections, timeout, bearer_token);
 }
 
 }  // namespace dytserve::loadgen

@@ -29,14 +29,17 @@ class Sender {
 // Unary ModelInfer through `client` (not owned).
 std::unique_ptr<Sender> GrpcUnarySender(Client* client);
 // `streams` ModelStreamInfer streams to `target`, requests spread over them.
-absl::StatusOr<std::unique_ptr<Sender>> GrpcStreamSender(const std::string& target, int streams);
+// A non-empty `bearer_token` is sent as "authorization: Bearer <token>".
+absl::StatusOr<std::unique_ptr<Sender>> GrpcStreamSender(const std::string& target, int streams,
+                                                         const std::string& bearer_token = "");
 // POST /v2/models/{m}/infer to `target` (host:port) over `connections`
 // keep-alive connections; `binary`: Triton's binary tensors both ways.
 absl::StatusOr<std::unique_ptr<Sender>> HttpSender(const std::string& target, bool binary, int connections,
-                                                   absl::Duration timeout);
+                                                   absl::Duration timeout, const std::string& bearer_token = "");
 
 // GET /v2/models/{model} from the REST endpoint at `target`.
-absl::StatusOr<ModelMetadata> HttpModelMetadata(const std::string& target, const std::string& model);
+absl::StatusOr<ModelMetadata> HttpModelMetadata(const std::string& target, const std::string& model,
+                                                const std::string& bearer_token = "");
 
 }  // namespace dytserve::loadgen
 

@@ -364,6 +364,19 @@ TEST_F(ClientTest, InferenceTokenGuardsInferenceButNotProbes) {
   EXPECT_NE(scrape->find("dytserve_auth_refusals_total{code=\"PERMISSION_DENIED\",service=\"inference.GRPCInferenceService\"} 2"),
             std::string::npos);
   EXPECT_EQ(server->Stderr().find("infer-token-123"), std::string::npos) << "the token must never be logged";
+  // The loadgen sends the token on every protocol, and is refused without it.
+  const std::string loadgen = absl::StrCat(DYTSERVE_LOADGEN_BIN, " --progress=false --model=vit_ln --concurrency=2",
+                                           " --duration=1 --warmup=0.2 --requests=40 ");
+  for (const std::string& protocol :
+       {absl::StrCat("--target=", server->grpc_address()), absl::StrCat("--target=", server->grpc_address(), " --streaming"),
+        absl::StrCat("--protocol=http --target=", server->http_address()),
+        absl::StrCat("--protocol=http --http_binary --target=", server->http_address())}) {
+    testing::CommandResult run = testing::RunCommand(absl::StrCat(loadgen, protocol, " --token_file=", token_file));
+    EXPECT_EQ(run.exit_code, 0) << protocol << ": " << run.output;
+    EXPECT_EQ(run.output.find("\n    errors "), std::string::npos) << protocol << ": " << run.output;
+  }
+  testing::CommandResult refused = testing::RunCommand(absl::StrCat(loadgen, "--target=", server->grpc_address()));
+  EXPECT_NE(refused.output.find("UNAUTHENTICATED"), std::string::npos) << refused.output;
   // A token file that is empty stops the server at start with a clear error.
   const std::string empty = (dir_ / "empty.token").string();
   std::ofstream(empty) << "  \n";
