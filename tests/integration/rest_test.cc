@@ -12,6 +12,8 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -63,6 +65,9 @@ class RestTest : public testing::SuiteServerTest<RestTest> {
     fs::remove_all(dir);
     fs::create_directories(dir);
     testing::CopyModels(DYTSERVE_TEST_REPO, dir.string(), {"vit_dyt", "vit_ln", "llama_dyt"});
+    // One request computing and one waiting at most: the rest are refused.
+    testing::AddModel(dir.string(), "vit_one_queued", absl::StrCat(DYTSERVE_TEST_REPO, "/vit_ln/1/model.pt"),
+                      testing::VitConfig(1, "dynamic_batching { max_queue_size: 1 }\n"));
     std::ofstream(dir / "admin.token") << kAdmin << "\n";
     std::ofstream(dir / "inference.token") << kInference << "\n";
     return {absl::StrCat("--model_repository=", dir.string()),
@@ -257,6 +262,40 @@ TEST_F(RestTest, RepositoryRoutesNeedTheAdminToken) {
   EXPECT_EQ(refused.code, 400);
   EXPECT_TRUE(absl::StrContains(refused.body, "config")) << refused.body;
   EXPECT_EQ(Call("POST", "/v2/repository/models/no_such_model/load", "", kAdminAuth).code, 404);
+}
+
+// A full queue over REST is 429 (Triton's code for RESOURCE_EXHAUSTED), with
+// the reason, and the server goes on answering.
+TEST_F(RestTest, AFullQueueIs429) {
+  json body;
+  body["inputs"] = json::array({{{"name", "pixel_values"}, {"datatype", "FP32"}, {"shape", {1, 1, 8, 8}},
+                                 {"data", VitPixels(5)}}});
+  const std::string text = body.dump();
+  std::map<int, int> codes;
+  std::string refusal;
+  for (int round = 0; round < 20 && codes[429] == 0; ++round) {
+    std::mutex mu;
+    std::vector<std::thread> callers;
+    for (int i = 0; i < 12; ++i) {
+      callers.emplace_back([&] {
+        absl::StatusOr<HttpResult> r =
+            HttpCall(server_->http_address(), "POST", "/v2/models/vit_one_queued/infer", text, kAuth);
+        std::lock_guard<std::mutex> lock(mu);
+        ++codes[r.ok() ? r->code : -1];
+        if (r.ok() && r->code == 429) refusal = r->body;
+      });
+    }
+    for (std::thread& t : callers) t.join();
+  }
+  EXPECT_GT(codes[429], 0) << "12 concurrent requests, 20 times, never filled a queue of 1";
+  EXPECT_GT(codes[200], 0);
+  EXPECT_EQ(codes[200] + codes[429], [&] {
+    int n = 0;
+    for (const auto& [code, count] : codes) n += count;
+    return n;
+  }()) << "only 200 and 429";
+  EXPECT_NE(refusal.find("queue"), std::string::npos) << refusal;
+  EXPECT_EQ(Call("POST", "/v2/models/vit_one_queued/infer", text).code, 200) << "the server lives on";
 }
 
 TEST_F(RestTest, KeepAliveServesSeveralRequestsOnOneConnection) {
