@@ -74,9 +74,6 @@ class FeedbackSender : public Sender {
 
   void InferAsync(const std::string& model, const std::vector<Tensor>& inputs, Done done) override;
   FeedbackTally tally() const;
-  // Only before the first InferAsync: the dataset's labels are keyed by the
-  // address of each request's inputs, known once the request source exists.
-  FeedbackPlan* mutable_plan() { return &plan_; }
 
  private:
   struct Pending {
@@ -88,7 +85,7 @@ class FeedbackSender : public Sender {
 
   Client* const client_;
   const std::unique_ptr<Client> feedback_;
-  FeedbackPlan plan_;
+  const FeedbackPlan plan_;
   mutable absl::Mutex mu_;
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);  // due times in order: one fixed delay

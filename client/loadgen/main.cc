@@ -90,6 +90,14 @@ absl::StatusOr<std::vector<double>> ParseRange(const std::string& flag, const st
   return out;
 }
 
+// The token in the file `path` names (first word); nothing when `path` is empty.
+absl::Status ReadToken(const std::string& flag, const std::string& path, std::string* token) {
+  if (path.empty()) return absl::OkStatus();
+  std::ifstream in(path);
+  if (!(in >> *token)) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read a token from ", path));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::pair<int64_t, int64_t>> ParseSeqLen(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, ':');
   int64_t lo = 0, hi = 0;
@@ -146,9 +154,8 @@ int Run() {
     options.endpoints.emplace_back(t);
   }
   options.default_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_timeout_ms));
-  if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_token_file));
-    if (!(in >> options.bearer_token)) return Fail(absl::StrCat("--token_file: cannot read ", absl::GetFlag(FLAGS_token_file)));
+  if (absl::Status s = ReadToken("--token_file", absl::GetFlag(FLAGS_token_file), &options.bearer_token); !s.ok()) {
+    return Fail(std::string(s.message()));
   }
   const std::string protocol = absl::GetFlag(FLAGS_protocol);
   if (protocol != "grpc" && protocol != "http") return Fail(absl::StrCat("--protocol=", protocol, ": grpc or http"));
@@ -181,7 +188,8 @@ int Run() {
   const std::string dataset_flag = absl::GetFlag(FLAGS_dataset);
   const bool with_feedback = !dataset_flag.empty() || !absl::GetFlag(FLAGS_feedback).empty();
   std::optional<Dataset> dataset;
-  FeedbackSender* feedback_sender = nullptr;
+  FeedbackPlan plan;
+  std::unique_ptr<Client> feedback_client;
   if (with_feedback) {
     if (protocol != "grpc" || absl::GetFlag(FLAGS_streaming)) {
       return Fail("--dataset and --feedback send through the client library: unary gRPC only");
@@ -191,7 +199,6 @@ int Run() {
     const double fraction = absl::GetFlag(FLAGS_feedback_fraction);
     if (!(fraction >= 0 && fraction <= 1)) return Fail("--feedback_fraction must be in [0, 1]");
     if (!(absl::GetFlag(FLAGS_feedback_delay) >= 0)) return Fail("--feedback_delay must be >= 0");
-    FeedbackPlan plan;
     plan.fraction = fraction;
     plan.delay = absl::Seconds(absl::GetFlag(FLAGS_feedback_delay));
     if (!dataset_flag.empty()) {
@@ -215,19 +222,14 @@ int Run() {
     }
     ClientOptions feedback_options = options;
     feedback_options.bearer_token.clear();  // the inference token does not open feedback
-    if (!absl::GetFlag(FLAGS_feedback_token_file).empty()) {
-      std::ifstream in(absl::GetFlag(FLAGS_feedback_token_file));
-      std::string token;
-      if (!(in >> token)) return Fail(absl::StrCat("--feedback_token_file: cannot read ", absl::GetFlag(FLAGS_feedback_token_file)));
-      feedback_options.bearer_token = token;
+    if (absl::Status s = ReadToken("--feedback_token_file", absl::GetFlag(FLAGS_feedback_token_file),
+                                   &feedback_options.bearer_token);
+        !s.ok()) {
+      return Fail(std::string(s.message()));
     }
-    absl::StatusOr<std::unique_ptr<Client>> feedback_client = Client::Create(feedback_options);
-    if (!feedback_client.ok()) return Fail(std::string(feedback_client.status().message()));
-    // The labels are keyed by where each request's inputs live: filled once
-    // the request source exists, below.
-    auto owned = std::make_unique<FeedbackSender>(client->get(), *std::move(feedback_client), std::move(plan));
-    feedback_sender = owned.get();
-    sender = std::move(owned);
+    absl::StatusOr<std::unique_ptr<Client>> created = Client::Create(feedback_options);
+    if (!created.ok()) return Fail(std::string(created.status().message()));
+    feedback_client = *std::move(created);
   }
 
   // Requests: the same inputs for every model (A/B compares like with like).
@@ -263,11 +265,18 @@ int Run() {
   for (const auto& in : inputs) {
     for (size_t m = 0; m < models.size(); ++m) source.requests.push_back({static_cast<int>(m), in});
   }
-  if (dataset) {
-    FeedbackPlan* plan = feedback_sender->mutable_plan();
-    for (size_t i = 0; i < source.requests.size(); ++i) {
-      plan->labels[&source.requests[i].second] = dataset->labels[i / models.size()];
+  // With feedback, requests go through a sender that reports outcomes; a
+  // dataset's labels are keyed by where each request's inputs live.
+  FeedbackSender* feedback_sender = nullptr;
+  if (with_feedback) {
+    if (dataset) {
+      for (size_t i = 0; i < source.requests.size(); ++i) {
+        plan.labels[&source.requests[i].second] = dataset->labels[i / models.size()];
+      }
     }
+    auto owned = std::make_unique<FeedbackSender>(client->get(), std::move(feedback_client), std::move(plan));
+    feedback_sender = owned.get();
+    sender = std::move(owned);
   }
 
   // Per-arm accuracy and share over the run, for the HTML report.

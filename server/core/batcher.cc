@@ -49,11 +49,8 @@ absl::Status Batcher::Schedule(std::unique_ptr<BatchTask>* task, bool may_run_in
   batch.push_back(std::move(*task));
   const absl::Duration took = Run(std::move(batch));
   absl::MutexLock lock(&mu_);
-  NoteRun(took);
-  busy_ = false;
-  running_rows_ = 0;
+  Freed(took);
   --inline_runs_;
-  free_since_ = options_.clock->Now();
   return absl::OkStatus();
 }
 
@@ -129,10 +126,7 @@ void Batcher::Loop() {
 
     const absl::Duration took = Run(std::move(batch));
     absl::MutexLock lock(&mu_);
-    NoteRun(took);
-    running_rows_ = 0;
-    busy_ = false;
-    free_since_ = options_.clock->Now();
+    Freed(took);
   }
 }
 
@@ -144,7 +138,10 @@ absl::Duration Batcher::Run(Batch batch) {
   return absl::Now() - start;
 }
 
-void Batcher::NoteRun(absl::Duration took) {
+void Batcher::Freed(absl::Duration took) {
+  busy_ = false;
+  running_rows_ = 0;
+  free_since_ = options_.clock->Now();
   if (took == absl::ZeroDuration()) return;  // nothing ran
   recent_run_ = recent_run_ == absl::InfiniteDuration() ? took : (recent_run_ * 4 + took) / 5;
 }

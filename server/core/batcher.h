@@ -125,7 +125,8 @@ class Batcher {
   Batch DropDead(Batch batch);
   // Runs the live tasks of `batch`; returns how long run_batch took.
   absl::Duration Run(Batch batch);
-  void NoteRun(absl::Duration took) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The instance is free again after a run (on either thread) that took `took`.
+  void Freed(absl::Duration took) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const BatchFn run_batch_;

@@ -125,7 +125,7 @@ absl::Status ValidateExperiment(const v1::Experiment& e) {
 Router::Router(const ModelRepository* repository, ServerMetrics* metrics)
     : repository_(repository), metrics_(metrics) {}
 
-absl::StatusOr<std::shared_ptr<const CompiledExperiment>> Router::Compile(const v1::Experiment& e) const {
+absl::StatusOr<std::shared_ptr<CompiledExperiment>> Router::Compile(const v1::Experiment& e) const {
   if (absl::Status s = ValidateExperiment(e); !s.ok()) return s;
   for (const std::string& model : repository_->discovered()) {
     if (model == e.name()) {
@@ -215,9 +215,9 @@ absl::StatusOr<v1::Experiment> Router::Put(const v1::Experiment& experiment, boo
   if (!exists && must_exist) {
     return absl::NotFoundError(absl::StrCat("experiment '", experiment.name(), "' does not exist; create it"));
   }
-  absl::StatusOr<std::shared_ptr<const CompiledExperiment>> compiled = Compile(experiment);
+  absl::StatusOr<std::shared_ptr<CompiledExperiment>> compiled = Compile(experiment);
   if (!compiled.ok()) return compiled.status();
-  std::const_pointer_cast<CompiledExperiment>(*compiled)->state = StateFor(experiment);
+  (*compiled)->state = StateFor(experiment);
   absl::MutexLock lock(&mu_);
   experiments_[experiment.name()] = *compiled;
   return experiment;
@@ -339,10 +339,10 @@ void Router::Refresh() {
     for (const auto& [name, e] : experiments_) configs.push_back(e->config);
   }
   for (const v1::Experiment& config : configs) {
-    absl::StatusOr<std::shared_ptr<const CompiledExperiment>> compiled = Compile(config);
+    absl::StatusOr<std::shared_ptr<CompiledExperiment>> compiled = Compile(config);
     std::shared_ptr<const CompiledExperiment> snapshot;
     if (compiled.ok()) {
-      std::const_pointer_cast<CompiledExperiment>(*compiled)->state = StateFor(config);
+      (*compiled)->state = StateFor(config);
       snapshot = *std::move(compiled);
     } else {
       auto broken = std::make_shared<CompiledExperiment>();

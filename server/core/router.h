@@ -94,7 +94,8 @@ class Router {
   absl::Status LoadStates(const std::filesystem::path& path);
 
  private:
-  absl::StatusOr<std::shared_ptr<const CompiledExperiment>> Compile(const v1::Experiment& experiment) const;
+  // Not yet published, so still mutable: the caller attaches the state.
+  absl::StatusOr<std::shared_ptr<CompiledExperiment>> Compile(const v1::Experiment& experiment) const;
   // The state of experiment `name`, created on first use, configured with `config`.
   std::shared_ptr<ExperimentState> StateFor(const v1::Experiment& config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Create (`must_exist` false) or Update (true): check, compile, swap in.
